@@ -1,0 +1,28 @@
+"""jscore: transferability scoring in JAX.
+
+Rank pretrained backbones for a target task from their features, in seconds:
+
+    >>> import jscore
+    >>> scores = jscore.score(features, labels, source_probs=probs)   # dict name -> float
+    >>> jscore.REGISTRY["logme"].paper
+
+Heavier stages (feature extraction, fine-tuning, evaluation) live in sub-packages and load flax,
+optax or matplotlib only when used.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["score", "score_zoo", "REGISTRY", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy so that `import jscore` (and the CLI's start-up) stays cheap.
+    if name in ("score", "score_zoo"):
+        from jscore import api
+
+        return getattr(api, name)
+    if name == "REGISTRY":
+        from jscore.scorers import REGISTRY
+
+        return REGISTRY
+    raise AttributeError(f"module 'jscore' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from jscore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""The backbone contract shared by feature extraction and fine-tuning.
+
+Every backbone, whatever its origin (transformers' Flax classes or jscore's own zoo), becomes a
+`Backbone`: pure functions over a variables pytree, so `jax.jit`, `jax.grad` and sharding apply
+directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Tuple
+
+Variables = Any  # a pytree: {"params": ..., "batch_stats": ...} for Flax linen models
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """How images reach the model: resize the short side to `resize_size`, centre-crop
+    `image_size`, grey to RGB, scale to [0, 1], normalise with `mean`/`std` (per channel)."""
+
+    image_size: int
+    resize_size: int
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channels_first: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    """A backbone as pure functions.
+
+    Attributes:
+      name: registry name or hub id.
+      feature_dim: D, the size of the pooled penultimate features.
+      num_source_classes: Cs, the size of the source classifier head; 0 when there is none.
+      preprocess: the preset that turns uint8 images into model inputs.
+      init: `(rng, images [B, H, W, 3] float32) -> variables`, random initialisation.
+      apply: `(variables, images, *, train: bool, rng) -> (features [B, D], source_logits
+        [B, Cs] or None, mutated)`, where `mutated` holds updated mutable collections
+        (e.g. {"batch_stats": ...}) in training mode and is {} otherwise.
+      variables: pretrained variables, or None for a randomly initialised model.
+    """
+
+    name: str
+    feature_dim: int
+    num_source_classes: int
+    preprocess: Preprocess
+    init: Callable[..., Variables]
+    apply: Callable[..., Tuple[Any, Optional[Any], Variables]]
+    variables: Optional[Variables] = None
+
+    def embed(self, variables: Variables, images):
+        """Inference: `(variables, images [B, H, W, 3]) -> (features [B, D], logits [B, Cs] or None)`."""
+        features, logits, _ = self.apply(variables, images, train=False, rng=None)
+        return features, logits

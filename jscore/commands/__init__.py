@@ -1,0 +1,1 @@
+"""Sub-commands of the `jscore` command line, one module each (see `jscore.cli`)."""
