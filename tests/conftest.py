@@ -1,0 +1,33 @@
+"""Test-wide set-up: 8 forced host devices (sharding tests), an `x64` fixture for float64 oracles."""
+
+import os
+
+# Must be set before jax is imported anywhere: sharding tests need several devices on CPU.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def x64():
+    """Run one test with float64 enabled, then restore the previous setting."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+
+
+@pytest.fixture
+def shared_data():
+    """Path of the real datasets beside the checkout; skips the test when they are absent."""
+    path = os.path.abspath(SHARED_DATA)
+    if not os.path.isdir(path):
+        pytest.skip("shared datasets are not beside this checkout")
+    return path
