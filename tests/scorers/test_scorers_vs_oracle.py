@@ -1,0 +1,166 @@
+"""Engine vs. float64 NumPy oracle on random inputs with class structure, over a shape grid.
+
+float64 engine (x64) vs. oracle: ~1e-9 relative; float32 engine vs. oracle on the same
+(float32-rounded) inputs: tolerances from tests/tolerances.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.oracles import gbc as gbc_oracle
+from tests.oracles import hscore as hscore_oracle
+from tests.oracles import leep as leep_oracle
+from tests.oracles import logme as logme_oracle
+from tests.oracles import nce as nce_oracle
+from tests.oracles import reg_hscore as reg_hscore_oracle
+from tests.oracles.data import class_features, class_labels, source_probs
+from tests.tolerances import SCORE_KIND, assert_close
+
+# (name, N, D, C, imbalance, rank_deficient). Separation is set per case so that classes overlap
+# (GBC and LEEP stay away from their saturated values) but are clearly structured.
+FEATURE_CASES = [
+    ("n>d", 120, 20, 3, 1.0, False),
+    ("n<d", 40, 100, 4, 1.0, False),
+    ("c=2_imbalance9", 200, 30, 2, 9.0, False),
+    ("c=50_small_d", 300, 12, 50, 1.0, False),
+    ("rank_deficient_n>d", 150, 40, 5, 1.0, True),
+    ("rank_deficient_n<d", 30, 60, 3, 1.0, True),
+    ("largest", 256, 200, 10, 1.0, False),
+]
+FEATURE_SCORES = ["hscore", "reg_hscore", "logme", "gbc"]
+
+
+def _feature_case(case, seed=0):
+    _, n, d, c, imb, rd = case
+    rng = np.random.default_rng(seed)
+    y = class_labels(rng, n, c, imb)
+    f = class_features(rng, y, d, c, separation=3.0 / np.sqrt(d), rank_deficient=rd)
+    return f, y, c
+
+
+def _oracle(name, x, y, c, dtype):
+    if name == "hscore":
+        return hscore_oracle.hscore(x, y, c, dtype=dtype)
+    if name == "reg_hscore":
+        return reg_hscore_oracle.reg_hscore(x, y, c)
+    if name == "logme":
+        return logme_oracle.logme(x, y, c)
+    if name == "gbc":
+        return gbc_oracle.gbc(x, y, c)
+    if name == "leep":
+        return leep_oracle.leep(x, y, c)
+    if name == "nce":
+        return nce_oracle.nce(x, y, c)
+    raise KeyError(name)
+
+
+def _engine(name, x, y, c):
+    import jscore
+
+    return jscore.REGISTRY[name].fn(x, y, num_classes=c)
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES, ids=[c[0] for c in FEATURE_CASES])
+@pytest.mark.parametrize("name", FEATURE_SCORES)
+def test_feature_scores_float64(name, case, x64):
+    f, y, c = _feature_case(case)
+    got = _engine(name, jnp.asarray(f, jnp.float64), jnp.asarray(y), c)
+    assert got.dtype == jnp.float64
+    assert_close(got, _oracle(name, f, y, c, np.float64), np.float64, SCORE_KIND[name],
+                 err_msg=f"{name} {case}")
+
+
+@pytest.mark.parametrize("case", FEATURE_CASES, ids=[c[0] for c in FEATURE_CASES])
+@pytest.mark.parametrize("name", FEATURE_SCORES)
+def test_feature_scores_float32(name, case):
+    f, y, c = _feature_case(case)
+    f32 = f.astype(np.float32)
+    got = _engine(name, jnp.asarray(f32), jnp.asarray(y), c)
+    assert got.dtype == jnp.float32
+    # The oracle sees the same float32-rounded inputs (in float64) and, for the H-score, the
+    # float32 pseudo-inverse cut-off (the score depends on which eigenvalues are dropped).
+    want = _oracle(name, f32.astype(np.float64), y, c, np.float32)
+    assert_close(got, want, np.float32, SCORE_KIND[name], err_msg=f"{name} {case}")
+
+
+SOURCE_CASES = [
+    ("c=2", 50, 2, 5, 1.0),
+    ("c=5_imbalance9", 200, 5, 10, 9.0),
+    ("c=50", 300, 50, 100, 1.0),
+    ("cs<c", 120, 10, 4, 1.0),
+]
+
+
+def _source_case(case, seed=0):
+    _, n, c, cs, imb = case
+    rng = np.random.default_rng(seed)
+    y = class_labels(rng, n, c, imb)
+    return source_probs(rng, y, cs, strength=1.5), y, c
+
+
+@pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+@pytest.mark.parametrize("name", ["leep", "nce"])
+def test_source_scores_float64(name, case, x64):
+    p, y, c = _source_case(case)
+    got = _engine(name, jnp.asarray(p, jnp.float64), jnp.asarray(y), c)
+    assert got.dtype == jnp.float64
+    assert_close(got, _oracle(name, p, y, c, np.float64), np.float64, SCORE_KIND[name])
+
+
+@pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+@pytest.mark.parametrize("name", ["leep", "nce"])
+def test_source_scores_float32(name, case):
+    p, y, c = _source_case(case)
+    p32 = p.astype(np.float32)
+    got = _engine(name, jnp.asarray(p32), jnp.asarray(y), c)
+    assert got.dtype == jnp.float32
+    assert_close(got, _oracle(name, p32.astype(np.float64), y, c, np.float32), np.float32,
+                 SCORE_KIND[name])
+
+
+@pytest.mark.parametrize("gaussian", ["spherical", "diagonal", "textbook_spherical"])
+@pytest.mark.parametrize("dims", [4, 64])
+def test_gbc_variants_float64(gaussian, dims, x64):
+    f, y, c = _feature_case(("n>d", 90, 10, 3, 1.0, False), seed=1)
+    import jscore
+
+    got = jscore.REGISTRY["gbc"].fn(jnp.asarray(f), jnp.asarray(y), num_classes=c, dims=dims,
+                                    gaussian=gaussian)
+    assert_close(got, gbc_oracle.gbc(f, y, c, dims=dims, gaussian=gaussian), np.float64, "eig")
+
+
+def test_hscore_explicit_rcond_float64(x64):
+    f, y, c = _feature_case(("n>d", 80, 10, 3, 1.0, False), seed=2)
+    import jscore
+
+    # A cut-off that drops some real eigenvalues: the engine must drop the same ones.
+    ev = np.linalg.eigvalsh(np.cov(f, rowvar=False, ddof=0))
+    rcond = float(np.sqrt(ev[2] * ev[3])) / ev[-1]  # between the 3rd and 4th smallest
+    got = jscore.REGISTRY["hscore"].fn(jnp.asarray(f), jnp.asarray(y), num_classes=c, rcond=rcond)
+    assert_close(got, hscore_oracle.hscore(f, y, c, rcond=rcond), np.float64, "eig")
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_logme_regression_float64(k, x64):
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(70, 12)) + 0.3
+    w = rng.normal(size=(12, k))
+    t = f @ w + 0.5 * rng.normal(size=(70, k))
+    from jscore.scorers import logme_regression
+
+    got = logme_regression(jnp.asarray(f), jnp.asarray(t))
+    assert_close(got, logme_oracle.logme_regression(f, t), np.float64, "iterative")
+
+
+def test_logme_absent_class_is_skipped(x64):
+    # num_classes = 4 but class 2 has no sample: the mean runs over the 3 present classes.
+    f, y, _ = _feature_case(("n>d", 60, 8, 3, 1.0, False), seed=4)
+    y4 = np.where(y == 2, 3, y)
+    import jscore
+
+    for name in FEATURE_SCORES:
+        got = jscore.REGISTRY[name].fn(jnp.asarray(f), jnp.asarray(y4), num_classes=4)
+        assert_close(got, _oracle(name, f, y4, 4, np.float64), np.float64, SCORE_KIND[name],
+                     err_msg=name)
