@@ -82,8 +82,11 @@ def _base(name, seed=0):
 def test_sample_order_invariance(name):
     x, y = _base(name)
     perm = np.random.default_rng(1).permutation(len(y))
-    _close(name, call(name, x[perm], y[perm], 3, **HP.get(name, {})),
-           _reference(name, x[perm], y[perm]))
+    got = call(name, x[perm], y[perm], 3, **HP.get(name, {}))
+    if name == "nleep":  # the oracle from the engine's seeding of the permuted rows
+        _close(name, got, _reference(name, x[perm], y[perm]))
+    else:
+        _close(name, got, call(name, x, y, 3))
 
 
 @pytest.mark.parametrize("name", CLASS_RELABEL_INVARIANT)
