@@ -22,11 +22,11 @@ class _Svd:
     Everything below is written in this basis so that it stays accurate when beta is huge (with
     n < D the evidence often keeps rising as beta -> infinity: the fixed point runs to
     max_iters and beta reaches 1e15, where forming and solving alpha I + beta F^T F directly
-    loses all digits).
+    loses all digits). `basis` = (u, s) reuses one SVD for several targets.
     """
 
-    def __init__(self, f, y):
-        u, s, _ = np.linalg.svd(f, full_matrices=False)
+    def __init__(self, f, y, basis=None):
+        u, s = basis if basis is not None else np.linalg.svd(f, full_matrices=False)[:2]
         self.n, self.d = f.shape
         self.s2 = s**2  # the r = min(n, D) eigenvalues that can be nonzero
         self.sigma = np.concatenate([self.s2, np.zeros(self.d - len(s))])
@@ -48,10 +48,10 @@ def posterior_mean(f, y, alpha, beta):
     return beta * np.linalg.solve(a, f.T @ y)
 
 
-def evidence(f, y, alpha, beta):
+def evidence(f, y, alpha, beta, basis=None):
     """log p(y | alpha, beta) from the closed form, log det A over all D eigenvalues."""
     f, y = as_f64(f), as_f64(y)
-    svd = _Svd(f, y)
+    svd = _Svd(f, y, basis)
     mm, resid = svd.moments(alpha, beta)
     n, d = f.shape
     return (
@@ -64,13 +64,13 @@ def evidence(f, y, alpha, beta):
     )
 
 
-def fit_alpha_beta(f, y, max_iters=100, tol=1e-5):
+def fit_alpha_beta(f, y, max_iters=100, tol=1e-5, basis=None):
     """MacKay fixed point from alpha = beta = 1; stops when |lam' - lam| / lam < tol, lam = a/b.
 
     One iteration: m, gamma from the current (alpha, beta); then alpha = gamma / m^T m and
     beta = (n - gamma) / ||y - F m||^2 together.
     """
-    svd = _Svd(as_f64(f), as_f64(y))
+    svd = _Svd(as_f64(f), as_f64(y), basis)
     alpha, beta = 1.0, 1.0
     lam = alpha / beta
     for _ in range(max_iters):
@@ -85,20 +85,26 @@ def fit_alpha_beta(f, y, max_iters=100, tol=1e-5):
     return alpha, beta
 
 
-def logme_column(f, y, max_iters=100, tol=1e-5):
+def logme_column(f, y, max_iters=100, tol=1e-5, basis=None):
     """Maximised evidence divided by n for one target column."""
     f = as_f64(f)
     y = as_f64(y)
-    alpha, beta = fit_alpha_beta(f, y, max_iters, tol)
-    return evidence(f, y, alpha, beta) / f.shape[0]
+    alpha, beta = fit_alpha_beta(f, y, max_iters, tol, basis)
+    return evidence(f, y, alpha, beta, basis) / f.shape[0]
+
+
+def _basis(f):
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    return u, s
 
 
 def logme(features, labels, num_classes, max_iters=100, tol=1e-5):
     """Mean over present classes of the per-class one-hot evidence / n."""
     f = as_f64(features)
     y = np.asarray(labels)
+    basis = _basis(f)
     vals = [
-        logme_column(f, (y == c).astype(np.float64), max_iters, tol)
+        logme_column(f, (y == c).astype(np.float64), max_iters, tol, basis)
         for c in present_classes(y, num_classes)
     ]
     return float(np.mean(vals))
@@ -108,4 +114,6 @@ def logme_regression(features, targets, max_iters=100, tol=1e-5):
     """Mean over the K target columns [N, K] of the evidence / n."""
     f = as_f64(features)
     t = as_f64(targets)
-    return float(np.mean([logme_column(f, t[:, k], max_iters, tol) for k in range(t.shape[1])]))
+    basis = _basis(f)
+    return float(np.mean([logme_column(f, t[:, k], max_iters, tol, basis)
+                          for k in range(t.shape[1])]))

@@ -33,7 +33,7 @@ def inputs(name, seed=0, n=60, d=8, c=3, imbalance=1.0, separation=1.5, dtype=np
     return x.astype(dtype), y.astype(np.int32)
 
 
-def mixed_clusters(seed=0, n=60, d=8, c=3, per_class=2, purity=0.7, dtype=np.float32):
+def mixed_clusters(seed=0, n=45, d=6, c=3, per_class=1, purity=0.7, dtype=np.float32):
     """Features [n, d] from c * per_class tight, far-apart clusters whose labels are only
     `purity` pure (the rest drawn at random): a mixture fit finds the clusters whatever its
     seeding, while N-LEEP stays well below its maximum 0 (the labels are not separable)."""
@@ -73,3 +73,15 @@ def nleep_oracle_same_seeding(x, y, num_classes, components_per_class, sample_ma
     idx = [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
     return nleep_oracle.nleep(np.asarray(x, np.float64)[valid], np.asarray(y)[valid],
                               num_classes, z[idx])
+
+
+# Hyper-parameters for the property and bound tests: N-LEEP with one component per class (its
+# inputs are `mixed_clusters`, one tight cluster per component), so that EM is cheap.
+PROPERTY_HP = {"nleep": {"components_per_class": 1}}
+
+
+def property_inputs(name, seed=0, separation=3.0, purity=0.7):
+    """The small inputs the registry-wide tests share (one shape per score: one compilation)."""
+    if name == "nleep":
+        return mixed_clusters(seed, purity=purity)
+    return inputs(name, seed=seed, n=60, d=8, c=3, separation=separation)

@@ -27,12 +27,13 @@ def _sklearn_fit(z, w0, m0, c0, tol=1e-3, max_iter=100, reg_covar=1e-6):
         init_params="random_from_data", random_state=0).fit(z)
 
 
-@pytest.mark.parametrize("seed,per_class", [(0, 2), (1, 3), (2, 1)])
-def test_fit_gmm_matches_sklearn_float64(seed, per_class, x64):
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_fit_gmm_matches_sklearn_float64(seed, x64):
     from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors
 
     _, _, z, rng = _projected(seed)
-    m0 = z[rng.choice(len(z), size=3 * per_class, replace=False)]
+    assert z.shape[1] == 4  # one shape for all seeds: one compilation
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
     w0, _, c0 = nleep_oracle.hard_assignment_init(z, m0)
     gm = _sklearn_fit(z, w0, m0, c0)
     got = fit_gmm(jnp.asarray(z), jnp.asarray(m0))
@@ -100,8 +101,7 @@ def _engine_seeding_indices(z, num_components, key):
     return [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
 
 
-@pytest.mark.parametrize("n,d,c,per_class,seed", [(60, 8, 2, 3, 0), (90, 20, 3, 2, 1),
-                                                  (40, 60, 2, 2, 2)])
+@pytest.mark.parametrize("n,d,c,per_class,seed", [(90, 20, 3, 2, 1), (40, 60, 2, 2, 2)])
 def test_nleep_matches_oracle_float64(n, d, c, per_class, seed, x64):
     from jscore.scorers import nleep
 

@@ -7,7 +7,7 @@ import pytest
 
 import jscore
 from tests.oracles.data import class_labels
-from tests.scorers._engine import call, inputs, needs
+from tests.scorers._engine import PROPERTY_HP, call, property_inputs
 
 
 @pytest.mark.parametrize("c", [2, 5, 20])
@@ -82,10 +82,9 @@ def test_hscores_stay_in_range_on_ill_conditioned_features_float64(seed, x64):
 @pytest.mark.parametrize("name", list(jscore.REGISTRY))
 def test_values_lie_in_the_registry_range(name):
     lo, hi = jscore.REGISTRY[name].range
-    for seed, sep in [(0, 3.0), (1, 0.3)]:
-        x, y = inputs(name, seed=seed, n=60, d=8, c=3, separation=sep)
-        kw = {"components_per_class": 2} if name == "nleep" else {}
-        v = float(call(name, x, y, 3, **kw))
+    for seed, sep, purity in [(0, 3.0, 0.9), (1, 0.3, 0.4)]:
+        x, y = property_inputs(name, seed, separation=sep, purity=purity)
+        v = float(call(name, x, y, 3, **PROPERTY_HP.get(name, {})))
         hi_v = 3 - 1 if hi == "C-1" else hi
         if lo is not None:
             assert v >= lo - 1e-5, (name, v)

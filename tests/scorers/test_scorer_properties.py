@@ -10,15 +10,13 @@ import pytest
 from jax import monitoring
 
 import jscore
-from tests.scorers._engine import call, inputs, mixed_clusters, needs, nleep_oracle_same_seeding
+from tests.scorers._engine import PROPERTY_HP as HP
+from tests.scorers._engine import call, needs, nleep_oracle_same_seeding, property_inputs
 from tests.tolerances import SCORE_KIND, tolerance
 
 ALL = list(jscore.REGISTRY)
 FEATURE_SCORES = [n for n in ALL if needs(n) == "features"]
 SOURCE_SCORES = [n for n in ALL if needs(n) == "source"]
-
-# Cheaper N-LEEP for the properties: fewer components (shapes stay small).
-HP = {"nleep": {"components_per_class": 2}}
 
 # k-means++ draws rows with jax.random.choice over the N rows: reordering or padding the rows
 # changes which rows are drawn (and EM may reach another local optimum), so for N-LEEP the
@@ -73,9 +71,7 @@ def _close(name, got, want, err_msg=""):
 
 def _base(name, seed=0):
     # Classes well separated relative to the noise so the properties are not borderline.
-    if name == "nleep":
-        return mixed_clusters(seed)
-    return inputs(name, seed=seed, n=60, d=8, c=3, separation=3.0)
+    return property_inputs(name, seed)
 
 
 @pytest.mark.parametrize("name", SAMPLE_ORDER_INVARIANT)

@@ -30,6 +30,10 @@ FEATURE_CASES = [
     ("largest", 256, 200, 10, 1.0, False),
 ]
 FEATURE_SCORES = ["hscore", "reg_hscore", "logme", "gbc"]
+# float32 runs on a subset (each case is one more compilation per score): both sides of N = D,
+# rank deficiency, and the largest shape.
+FLOAT32_CASES = [c for c in FEATURE_CASES
+                 if c[0] in ("n>d", "n<d", "rank_deficient_n>d", "largest")]
 
 
 def _feature_case(case, seed=0):
@@ -72,7 +76,7 @@ def test_feature_scores_float64(name, case, x64):
                  err_msg=f"{name} {case}")
 
 
-@pytest.mark.parametrize("case", FEATURE_CASES, ids=[c[0] for c in FEATURE_CASES])
+@pytest.mark.parametrize("case", FLOAT32_CASES, ids=[c[0] for c in FLOAT32_CASES])
 @pytest.mark.parametrize("name", FEATURE_SCORES)
 def test_feature_scores_float32(name, case):
     f, y, c = _feature_case(case)
@@ -109,7 +113,7 @@ def test_source_scores_float64(name, case, x64):
     assert_close(got, _oracle(name, p, y, c, np.float64), np.float64, SCORE_KIND[name])
 
 
-@pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
+@pytest.mark.parametrize("case", SOURCE_CASES[1:3], ids=[c[0] for c in SOURCE_CASES[1:3]])
 @pytest.mark.parametrize("name", ["leep", "nce"])
 def test_source_scores_float32(name, case):
     p, y, c = _source_case(case)
@@ -120,8 +124,8 @@ def test_source_scores_float32(name, case):
                  SCORE_KIND[name])
 
 
-@pytest.mark.parametrize("gaussian", ["spherical", "diagonal", "textbook_spherical"])
-@pytest.mark.parametrize("dims", [4, 64])
+@pytest.mark.parametrize("gaussian,dims", [("spherical", 4), ("diagonal", 4), ("diagonal", 64),
+                                           ("textbook_spherical", 4)])
 def test_gbc_variants_float64(gaussian, dims, x64):
     f, y, c = _feature_case(("n>d", 90, 10, 3, 1.0, False), seed=1)
     import jscore
