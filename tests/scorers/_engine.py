@@ -33,7 +33,7 @@ def inputs(name, seed=0, n=60, d=8, c=3, imbalance=1.0, separation=1.5, dtype=np
     return x.astype(dtype), y.astype(np.int32)
 
 
-def mixed_clusters(seed=0, n=45, d=6, c=3, per_class=1, purity=0.7, dtype=np.float32):
+def mixed_clusters(seed=0, n=60, d=8, c=3, per_class=1, purity=0.7, dtype=np.float32):
     """Features [n, d] from c * per_class tight, far-apart clusters whose labels are only
     `purity` pure (the rest drawn at random): a mixture fit finds the clusters whatever its
     seeding, while N-LEEP stays well below its maximum 0 (the labels are not separable)."""

@@ -67,6 +67,22 @@ def _engine(name, x, y, c):
 
 
 @pytest.mark.parametrize("case", FEATURE_CASES, ids=[c[0] for c in FEATURE_CASES])
+def test_feature_scores_float64_through_score(case, x64):
+    # The whole grid through the public entry point: one compiled program per shape for the four
+    # scores (the per-score functions share the same *_from_stats code; they are compared below).
+    import jscore
+
+    f, y, c = _feature_case(case)
+    got = jscore.score(f, y, scores=FEATURE_SCORES, num_classes=c)
+    for name in FEATURE_SCORES:
+        assert_close(got[name], _oracle(name, f, y, c, np.float64), np.float64, SCORE_KIND[name],
+                     err_msg=f"{name} {case}")
+
+
+SINGLE_FUNCTION_CASES = [c for c in FEATURE_CASES if c[0] in ("n>d", "rank_deficient_n<d")]
+
+
+@pytest.mark.parametrize("case", SINGLE_FUNCTION_CASES, ids=[c[0] for c in SINGLE_FUNCTION_CASES])
 @pytest.mark.parametrize("name", FEATURE_SCORES)
 def test_feature_scores_float64(name, case, x64):
     f, y, c = _feature_case(case)
@@ -77,16 +93,30 @@ def test_feature_scores_float64(name, case, x64):
 
 
 @pytest.mark.parametrize("case", FLOAT32_CASES, ids=[c[0] for c in FLOAT32_CASES])
-@pytest.mark.parametrize("name", FEATURE_SCORES)
-def test_feature_scores_float32(name, case):
+def test_feature_scores_float32_through_score(case):
+    # float32 through the public entry point (one compiled program for the four scores, from
+    # the shared decomposition), compared with the oracle on the same float32-rounded inputs and,
+    # for the H-score, the float32 pseudo-inverse cut-off (the score depends on which
+    # eigenvalues are dropped).
+    import jscore
+
     f, y, c = _feature_case(case)
     f32 = f.astype(np.float32)
-    got = _engine(name, jnp.asarray(f32), jnp.asarray(y), c)
-    assert got.dtype == jnp.float32
-    # The oracle sees the same float32-rounded inputs (in float64) and, for the H-score, the
-    # float32 pseudo-inverse cut-off (the score depends on which eigenvalues are dropped).
-    want = _oracle(name, f32.astype(np.float64), y, c, np.float32)
-    assert_close(got, want, np.float32, SCORE_KIND[name], err_msg=f"{name} {case}")
+    got = jscore.score(f32, y, scores=FEATURE_SCORES, num_classes=c)
+    for name in FEATURE_SCORES:
+        want = _oracle(name, f32.astype(np.float64), y, c, np.float32)
+        assert_close(got[name], want, np.float32, SCORE_KIND[name], err_msg=f"{name} {case}")
+
+
+def test_feature_scores_float32_single_function():
+    # The per-score functions in float32 (the grid above goes through jscore.score).
+    f, y, c = _feature_case(FEATURE_CASES[0])
+    f32 = f.astype(np.float32)
+    for name in FEATURE_SCORES:
+        got = _engine(name, jnp.asarray(f32), jnp.asarray(y), c)
+        assert got.dtype == jnp.float32
+        want = _oracle(name, f32.astype(np.float64), y, c, np.float32)
+        assert_close(got, want, np.float32, SCORE_KIND[name], err_msg=name)
 
 
 SOURCE_CASES = [
