@@ -198,3 +198,23 @@ def test_logme_absent_class_is_skipped(x64):
         got = jscore.REGISTRY[name].fn(jnp.asarray(f), jnp.asarray(y4), num_classes=4)
         assert_close(got, _oracle(name, f, y4, 4, np.float64), np.float64, SCORE_KIND[name],
                      err_msg=name)
+
+
+@pytest.mark.parametrize("name", FEATURE_SCORES)
+def test_padded_rows_and_columns_float64(name, x64):
+    # Padding is exactly neutral: junk rows with sample_mask 0 (interleaved) and zero columns
+    # with feature_mask 0 give the oracle's value on the unpadded input to ~1e-9 (a padded column
+    # counted in D, e.g. in LogME's D/2 log alpha or the Ledoit-Wolf target tr/D, would show).
+    f, y, c = _feature_case(("n>d", 50, 9, 3, 1.0, False), seed=6)
+    rng = np.random.default_rng(6)
+    fp = np.concatenate([f, 10 * rng.normal(size=(6, 9))])
+    fp = np.concatenate([fp, np.zeros((len(fp), 4))], axis=1)
+    yp = np.concatenate([y, rng.integers(0, c, 6)])
+    order = rng.permutation(len(yp))
+    smask = np.r_[np.ones(len(y)), np.zeros(6)][order]
+    fmask = np.r_[np.ones(9), np.zeros(4)]
+    import jscore
+
+    got = jscore.REGISTRY[name].fn(jnp.asarray(fp[order]), jnp.asarray(yp[order]), num_classes=c,
+                                   sample_mask=jnp.asarray(smask), feature_mask=jnp.asarray(fmask))
+    assert_close(got, _oracle(name, f, y, c, np.float64), np.float64, SCORE_KIND[name])
