@@ -127,7 +127,12 @@ def get_backbone(name: str, *, num_source_classes: Optional[int] = None, image_s
 
 
 def init_variables(backbone: Backbone, seed: int = 0):
-    """`backbone.variables` when pretrained, else a random initialisation from `seed`."""
+    """`backbone.variables` when pretrained, else a random initialisation from `seed`.
+
+    The key uses the "rbg" generator: its initialisation program compiles about 3x faster than
+    threefry's on CPU, and the weights are still a fixed function of `seed` on a given backend
+    (the weights fingerprint in feature metadata pins them exactly).
+    """
     if backbone.variables is not None:
         return backbone.variables
     import jax
@@ -135,4 +140,5 @@ def init_variables(backbone: Backbone, seed: int = 0):
 
     s = backbone.preprocess.image_size
     shape = (1, 3, s, s) if backbone.preprocess.channels_first else (1, s, s, 3)
-    return backbone.init(jax.random.key(seed), jnp.zeros(shape, jnp.float32))
+    # Jitted: eager initialisation dispatches every op separately and is far slower.
+    return jax.jit(backbone.init)(jax.random.key(seed, impl="rbg"), jnp.zeros(shape, jnp.float32))

@@ -205,7 +205,8 @@ def random_params(model, seed: int = 0, image_size: Optional[int] = None):
     config = model.config
     side = getattr(config, "image_size", None) if FAMILIES[config.model_type][2] else None
     side = side or image_size or 32
-    return jax.jit(model.init_weights, static_argnums=1)(jax.random.key(seed), (1, side, side, 3))
+    # The "rbg" generator: its program compiles ~3x faster than threefry's (see init_variables).
+    return jax.jit(model.init_weights, static_argnums=1)(jax.random.key(seed, impl="rbg"), (1, side, side, 3))
 
 
 def from_config(config, *, name: Optional[str] = None, with_head: Optional[bool] = None, seed: int = 0,
