@@ -263,13 +263,16 @@ def from_pretrained(path_or_id: str, *, image_size: Optional[int] = None, from_p
             raise ValueError(f"cannot load transformers config for {path_or_id!r}: {err}") from None
         mt = config.model_type
         if mt == "clip":
-            model = FlaxCLIPVisionModel.from_pretrained(path_or_id, from_pt=from_pt, **kw)
+            cls = FlaxCLIPVisionModel
         elif mt not in FAMILIES:
             raise ValueError(f"unsupported transformers model type {mt!r} in {path_or_id!r}; supported: "
                              f"{sorted(FAMILIES)}")
         elif _has_head(config):
-            model = FlaxAutoModelForImageClassification.from_pretrained(path_or_id, from_pt=from_pt, **kw)
+            cls = FlaxAutoModelForImageClassification
         else:
-            model = FlaxAutoModel.from_pretrained(path_or_id, from_pt=from_pt, **kw)
+            cls = FlaxAutoModel
+        # _do_init=False: read the weights without first building (and discarding) random ones.
+        model, params = cls.from_pretrained(path_or_id, from_pt=from_pt, _do_init=False, **kw)
     local = path_or_id if os.path.isdir(path_or_id) else None
-    return from_model(f"hf:{path_or_id}", model, image_size=image_size, dtype=dtype, norm_from=local)
+    return from_model(f"hf:{path_or_id}", model, params=params, image_size=image_size, dtype=dtype,
+                      norm_from=local)
