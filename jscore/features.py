@@ -57,6 +57,9 @@ def cache_key(backbone_name: str, weights_fingerprint: str, dtype: str, dataset_
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_EMBED_CACHE: dict = {}
+
+
 def make_embed_fn(backbone):
     """-> jitted `(variables, images uint8 [B, S, S, 3]) -> (features f32 [B, D], probs f32 [B, Cs] or None)`.
 
@@ -69,6 +72,10 @@ def make_embed_fn(backbone):
     from jscore.data.preprocess import normalize
 
     preset = backbone.preprocess
+    # One compiled program per backbone: a second extraction with the same shapes reuses it.
+    cache_id = (id(backbone.apply), preset, backbone.dtype)
+    if cache_id in _EMBED_CACHE:
+        return _EMBED_CACHE[cache_id][1]
 
     def embed(variables, images):
         x = normalize(images, preset, xp=jnp)
@@ -79,7 +86,9 @@ def make_embed_fn(backbone):
         probs = None if logits is None else jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
         return features, probs
 
-    return jax.jit(embed)
+    fn = jax.jit(embed)
+    _EMBED_CACHE[cache_id] = (backbone.apply, fn)  # holding apply keeps its id unique
+    return fn
 
 
 def _write_npz_atomic(path: str, **arrays) -> None:

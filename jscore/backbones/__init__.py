@@ -140,5 +140,12 @@ def init_variables(backbone: Backbone, seed: int = 0):
 
     s = backbone.preprocess.image_size
     shape = (1, 3, s, s) if backbone.preprocess.channels_first else (1, s, s, 3)
-    # Jitted: eager initialisation dispatches every op separately and is far slower.
-    return jax.jit(backbone.init)(jax.random.key(seed, impl="rbg"), jnp.zeros(shape, jnp.float32))
+    # Jitted (eager initialisation dispatches every op separately), and compiled once per backbone.
+    entry = _INIT_CACHE.get(id(backbone.init))
+    if entry is None:
+        entry = _INIT_CACHE[id(backbone.init)] = (backbone.init, jax.jit(backbone.init))
+    return entry[1](jax.random.key(seed, impl="rbg"), jnp.zeros(shape, jnp.float32))
+
+
+# id(init function) -> (the function, kept alive so the id stays unique; its jitted form)
+_INIT_CACHE: Dict[int, tuple] = {}
