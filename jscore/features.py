@@ -135,6 +135,7 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset split is empty")
+    t_setup = time.perf_counter()
     random_init = variables is None and backbone.variables is None
     if variables is None:
         variables = init_variables(backbone, seed)
@@ -178,6 +179,7 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
         bar = tqdm(total=n, initial=n - sum(min(chunk, n - c0) for c0 in todo), unit="img",
                    desc=f"{backbone.name} {description.get('split', '')}", dynamic_ncols=True, file=sys.stderr)
     t0 = time.perf_counter()
+    setup_s = t0 - t_setup
     compile_s = None
     for c0 in todo:
         c1 = min(c0 + chunk, n)
@@ -222,9 +224,11 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
         _write_npz_atomic(chunk_file(c0), **arrays)
     if bar is not None:
         bar.close()
-    elapsed = time.perf_counter() - t0
+    loop_s = time.perf_counter() - t0
+    loop_images = sum(min(chunk, n - c0) for c0 in todo)
 
     # Merge the chunks, in order, into the final file.
+    t_merge = time.perf_counter()
     pieces = [dict(np.load(chunk_file(c0))) for c0 in chunk_starts]
     ok = np.concatenate([p["ok"] for p in pieces])
     merged = {
@@ -247,7 +251,10 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
         "skipped": [{"index": i, "error": msg} for i, msg in skipped],
         "batch_size": batch_size, "chunk_size": chunk, "versions": _versions(),
         "device": str(jax.devices()[0].device_kind),
-        "timing": {"last_run_s": round(elapsed, 3), "compile_s": None if compile_s is None else round(compile_s, 3)},
+        # The last run only (a resumed run times its own chunks). loop_s includes compile_s.
+        "timing": {"setup_s": round(setup_s, 3), "loop_s": round(loop_s, 3), "loop_images": loop_images,
+                   "compile_s": None if compile_s is None else round(compile_s, 3),
+                   "merge_s": round(time.perf_counter() - t_merge, 3)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     _write_json_atomic(meta_path, metadata)
