@@ -288,3 +288,16 @@ def load_features(path: str) -> dict:
         out["num_classes"] = int(metadata["num_classes"])
     out["metadata"] = metadata
     return out
+
+
+def score_file(path: str, **kwargs) -> dict:
+    """Score a stored features file with `jscore.score`: features, labels, the class count and,
+    when stored, the source probabilities are passed for you. `kwargs` go to `jscore.score`
+    (e.g. `scores="logme,leep"`)."""
+    from jscore.api import score
+
+    arrays = load_features(path)
+    kwargs.setdefault("num_classes", arrays.get("num_classes"))
+    if "source_probs" in arrays:
+        kwargs.setdefault("source_probs", arrays["source_probs"])
+    return score(arrays["features"], arrays["labels"], **kwargs)

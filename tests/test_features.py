@@ -158,3 +158,17 @@ def test_cli_extract_bf16_and_errors(setup, tmp_path, capsys):
     assert "no split 'dev'" in capsys.readouterr().err
     assert main(["extract", "--backbone", "resnet8", "--data", "tfds:no_such_ds_xyz", "--out", str(tmp_path)]) == 2
     assert "unknown TFDS dataset" in capsys.readouterr().err
+
+
+def test_score_file_passes_every_stored_array(setup):
+    import jscore
+    from jscore.features import score_file
+
+    root, path, arrays, bb, variables, ds, out = setup
+    got = score_file(out, scores="logme,leep")
+    a = load_features(out)
+    want = jscore.score(a["features"], a["labels"], source_probs=a["source_probs"], num_classes=3,
+                        scores="logme,leep")
+    assert set(got) == {"logme", "leep"}
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-6)
