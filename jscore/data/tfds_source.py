@@ -41,13 +41,18 @@ class TfdsDataset:
             raise ValueError(f"TFDS dataset {name!r}: {self.label_key!r} is not a class label")
         self.class_names = list(label_feature.names)
         self.num_classes = len(self.class_names)
+        known = list(info.splits.keys()) if info.splits else []
+        if known and split.split("[")[0] not in known and "+" not in split:
+            raise ValueError(f"no split {split!r} in TFDS dataset {name!r}: it has {sorted(known)}")
         try:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-        except ValueError as err:  # unknown split names arrive as ValueError
+        except (KeyError, FileNotFoundError, AssertionError) as err:
+            if known:
+                raise ValueError(f"TFDS dataset {name!r}: cannot open split {split!r}: {err}") from None
+            raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in the TFDS data folder "
+                                    "(pass download=True where the network allows, or data_dir=)") from None
+        except ValueError as err:  # malformed split strings
             raise ValueError(f"TFDS dataset {name!r}: cannot open split {split!r}: {err}") from None
-        except (FileNotFoundError, AssertionError) as err:
-            raise FileNotFoundError(f"TFDS dataset {name!r} split {split!r} is not prepared locally "
-                                    f"(pass download=True where the network allows): {err}") from None
         self.name, self.split, self.data_dir = name, split, data_dir
         self.version = str(info.version)
 

@@ -230,3 +230,9 @@ def test_tfds_unknown_name():
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(ValueError, match="unknown TFDS dataset 'no_such_dataset_xyz'"):
         open_dataset("tfds:no_such_dataset_xyz", "train")
+
+
+def test_tfds_not_prepared_is_a_clear_error(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="'malaria' is not prepared"):
+        open_dataset("tfds:malaria", "train", data_dir=str(tmp_path))
