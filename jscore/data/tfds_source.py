@@ -46,7 +46,7 @@ class TfdsDataset:
             raise ValueError(f"no split {split!r} in TFDS dataset {name!r}: it has {sorted(known)}")
         try:
             self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-        except (KeyError, FileNotFoundError, AssertionError) as err:
+        except (KeyError, FileNotFoundError, AssertionError, NotImplementedError) as err:
             if known:
                 raise ValueError(f"TFDS dataset {name!r}: cannot open split {split!r}: {err}") from None
             raise FileNotFoundError(f"TFDS dataset {name!r} is not prepared in the TFDS data folder "
