@@ -106,7 +106,7 @@ def _write_json_atomic(path: str, obj: dict) -> None:
 
 def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, batch_size: int = 64,
             chunk_batches: int = 16, num_workers: Optional[int] = None, skip_bad: bool = False,
-            progress: bool = True, overwrite: bool = False) -> str:
+            progress: bool = True, overwrite: bool = False, data_parallel: bool = False) -> str:
     """Extract (or reuse) the features of `dataset` under `backbone` -> path of the `.npz`.
 
     Args:
@@ -120,6 +120,8 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
       chunk_batches: batches per chunk file (the unit of resumption).
       skip_bad: skip images that fail to decode (listed in the metadata) instead of raising.
       overwrite: recompute even when a stored result exists.
+      data_parallel: split each batch over all local devices (a "data" mesh axis; weights
+        replicated). `batch_size` must be a multiple of the device count.
     Returns:
       The `.npz` path (see the module docstring for its arrays). Raises `ValueError` for bad
       arguments or, without `skip_bad`, an undecodable image (the message names the file).
@@ -132,6 +134,9 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
 
     if batch_size < 1 or chunk_batches < 1:
         raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size}, {chunk_batches}")
+    n_dev = len(jax.local_devices())
+    if data_parallel and batch_size % n_dev:
+        raise ValueError(f"data_parallel needs batch_size a multiple of the {n_dev} devices, got {batch_size}")
     n = len(dataset)
     if n == 0:
         raise ValueError("the dataset split is empty")
@@ -170,7 +175,16 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     todo = [c0 for c0 in chunk_starts if not os.path.isfile(chunk_file(c0))]
 
     embed = make_embed_fn(backbone)
-    variables = jax.device_put(variables)
+    to_device = lambda images: images  # noqa: E731  (one device: jit moves the batch)
+    if data_parallel and n_dev > 1:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.asarray(jax.local_devices()), ("data",))
+        variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
+        rows = NamedSharding(mesh, PartitionSpec("data"))
+        to_device = lambda images: jax.device_put(images, rows)  # noqa: E731
+    else:
+        variables = jax.device_put(variables)
     labels_all = getattr(dataset, "labels", None)
     bar = None
     if progress:
@@ -206,11 +220,11 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
                 images = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:], np.uint8)])
             if compile_s is None:
                 tc = time.perf_counter()
-                out = embed(variables, images)
+                out = embed(variables, to_device(images))
                 jax.block_until_ready(out)
                 compile_s = time.perf_counter() - tc
             else:
-                out = embed(variables, images)
+                out = embed(variables, to_device(images))
             if in_flight is not None:
                 collect(in_flight)
             in_flight = (out, batch)
@@ -250,6 +264,7 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
         "num_classes": int(dataset.num_classes), "class_names": list(getattr(dataset, "class_names", [])),
         "skipped": [{"index": i, "error": msg} for i, msg in skipped],
         "batch_size": batch_size, "chunk_size": chunk, "versions": _versions(),
+        "devices": n_dev if data_parallel else 1,
         "device": str(jax.devices()[0].device_kind),
         # The last run only (a resumed run times its own chunks). loop_s includes compile_s.
         "timing": {"setup_s": round(setup_s, 3), "loop_s": round(loop_s, 3), "loop_images": loop_images,

@@ -172,3 +172,18 @@ def test_score_file_passes_every_stored_array(setup):
     assert set(got) == {"logme", "leep"}
     for k in want:
         assert got[k] == pytest.approx(want[k], rel=1e-6)
+
+
+def test_data_parallel_matches_one_device(setup, tmp_path):
+    root, path, arrays, bb, variables, ds, out = setup
+    n_dev = len(jax.local_devices())
+    if n_dev < 2:
+        pytest.skip("needs several devices (tests/conftest.py forces 8 host devices)")
+    with pytest.raises(ValueError, match="multiple of the"):
+        extract(bb, ds, str(tmp_path / "x"), batch_size=n_dev + 1, data_parallel=True, progress=False)
+    got = load_features(extract(bb, ds, str(tmp_path), batch_size=n_dev, chunk_batches=1, data_parallel=True,
+                                progress=False))
+    want = load_features(out)
+    np.testing.assert_allclose(got["features"], want["features"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["source_probs"], want["source_probs"], rtol=1e-5, atol=1e-6)
+    assert got["metadata"]["devices"] == n_dev

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--chunk-batches", type=int, default=16, help="batches per resumable chunk (default 16)")
     parser.add_argument("--workers", type=int, help="decoding threads (default: CPU count, at most 16)")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each batch over all local devices (batch size a multiple of their count)")
     parser.add_argument("--bf16", action="store_true", help="compute in bfloat16 (features stay float32)")
     parser.add_argument("--from-pt", action="store_true", help="hf: convert a PyTorch checkpoint (needs torch)")
     parser.add_argument("--root", help="csv: folder that relative image paths start from (default: the CSV's)")
@@ -65,7 +67,7 @@ def run(args) -> int:
                             weights=args.weights, **bkw)
     path = extract(backbone, dataset, args.out, seed=args.seed, batch_size=args.batch_size,
                    chunk_batches=args.chunk_batches, num_workers=args.workers, skip_bad=args.skip_bad,
-                   progress=not args.no_progress, overwrite=args.overwrite)
+                   progress=not args.no_progress, overwrite=args.overwrite, data_parallel=args.data_parallel)
     with open(path[: -len(".npz")] + ".json") as fh:
         meta = json.load(fh)
     skipped = len(meta["skipped"])
