@@ -87,7 +87,7 @@ def get_backbone(name: str, *, num_source_classes: Optional[int] = None, image_s
     Args:
       name: a zoo name (`resnet8`, `vit4_w64`, ...), `hf:HUB_ID_OR_DIR` or `hf-random:PRESET`.
       num_source_classes: zoo only: the size of a classifier head (0/None: no head). For
-        transformers checkpoints the head comes from the checkpoint.
+        transformers checkpoints the head comes from the checkpoint and this is ignored.
       image_size: input side S (zoo default 32; transformers default from the config).
       weights: a `.msgpack` file or orbax folder from `save_weights` to load as `variables`
         (checked against the architecture); without it zoo models have `variables=None`

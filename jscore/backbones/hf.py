@@ -231,8 +231,7 @@ def from_config(config, *, name: Optional[str] = None, with_head: Optional[bool]
                       dtype=dtype)
 
 
-def from_preset(preset: str, *, image_size: Optional[int] = None, seed: int = 0, dtype=jnp.float32,
-                **_ignored) -> Backbone:
+def from_preset(preset: str, *, image_size: Optional[int] = None, seed: int = 0, dtype=jnp.float32) -> Backbone:
     """`hf-random:PRESET` (see `hf_presets.CONFIG_PRESETS`) with random weights from `seed`."""
     from transformers import AutoConfig
 

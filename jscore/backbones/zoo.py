@@ -200,7 +200,11 @@ def make_module(name: str, *, num_source_classes: int = 0, image_size: int = 32,
 
 def build(name: str, *, num_source_classes: Optional[int] = None, image_size: Optional[int] = None,
           dtype=jnp.float32, **kw) -> Backbone:
-    """A zoo `Backbone` with random weights (`variables` None: call `init`)."""
+    """A zoo `Backbone` with random weights (`variables` None: call `init`). `kw`: `patch`,
+    `dropout` (ViT)."""
+    unknown = sorted(set(kw) - {"patch", "dropout"})
+    if unknown:
+        raise ValueError(f"zoo backbone {name!r} takes no option(s) {unknown} (options: dtype, patch, dropout)")
     num_source_classes = int(num_source_classes or 0)
     image_size = int(image_size or 32)
     if not 8 <= image_size <= 256:

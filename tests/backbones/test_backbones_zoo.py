@@ -120,5 +120,7 @@ def test_registry_names_and_errors():
         get_backbone("resnet9")
     with pytest.raises(ValueError, match="patch size"):
         get_backbone("vit2_w32", image_size=30)
+    with pytest.raises(ValueError, match="no option\\(s\\) \\['seed'\\]"):
+        get_backbone("resnet8", seed=1)
     with pytest.raises(ValueError, match="unknown hf-random preset"):
         get_backbone("hf-random:nope")
