@@ -195,47 +195,70 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     t0 = time.perf_counter()
     setup_s = t0 - t_setup
     compile_s = None
+    # Contiguous runs of unfinished chunks share one loader, so decoding runs ahead across chunk
+    # boundaries; chunk boundaries fall on batch boundaries (chunk = batch_size x chunk_batches).
+    runs = []
     for c0 in todo:
-        c1 = min(c0 + chunk, n)
-        feats, probs, labs, idxs, oks, bad = [], [], [], [], [], []
+        if runs and runs[-1][1] == c0:
+            runs[-1][1] = min(c0 + chunk, n)
+        else:
+            runs.append([c0, min(c0 + chunk, n)])
+    pending = {"feats": [], "probs": [], "labels": [], "indices": [], "ok": [], "bad": []}
+
+    def collect(out, batch):
+        """Read one finished batch back; write a chunk file when the batch closes a chunk."""
+        f, p = out
+        m = len(batch.indices)
+        pending["feats"].append(np.asarray(f)[:m])
+        if p is not None:
+            pending["probs"].append(np.asarray(p)[:m])
+        pending["labels"].append(batch.labels)
+        pending["indices"].append(batch.indices)
+        pending["ok"].append(batch.ok)
+        pending["bad"].extend(batch.bad)
+        if bar is not None:
+            bar.update(m)
+        end = int(batch.indices[-1]) + 1
+        if end % chunk == 0 or end == n:
+            arrays = {"features": np.concatenate(pending["feats"]), "labels": np.concatenate(pending["labels"]),
+                      "indices": np.concatenate(pending["indices"]), "ok": np.concatenate(pending["ok"]),
+                      "bad": np.asarray(json.dumps([[int(i), msg] for i, msg in pending["bad"]]))}
+            if pending["probs"]:
+                arrays["source_probs"] = np.concatenate(pending["probs"])
+            _write_npz_atomic(chunk_file(end - len(arrays["indices"])), **arrays)
+            for v in pending.values():
+                v.clear()
+
+    for r0, r1 in runs:
         in_flight = None  # (outputs, batch): dispatch batch k+1 before reading batch k back
-
-        def collect(item):
-            (f, p), batch = item
-            m = len(batch.indices)
-            feats.append(np.asarray(f)[:m])
-            if p is not None:
-                probs.append(np.asarray(p)[:m])
-            labs.append(batch.labels)
-            idxs.append(batch.indices)
-            oks.append(batch.ok)
-            bad.extend(batch.bad)
-            if bar is not None:
-                bar.update(m)
-
-        for batch in iter_batches(dataset, backbone.preprocess, batch_size=batch_size, start=c0, stop=c1,
-                                  num_workers=num_workers, skip_bad=skip_bad, labels=labels_all):
-            images = batch.images
-            if len(images) < batch_size:  # pad: one compiled shape for every batch
-                images = np.concatenate([images, np.zeros((batch_size - len(images),) + images.shape[1:], np.uint8)])
-            if compile_s is None:
-                tc = time.perf_counter()
-                out = embed(variables, to_device(images))
-                jax.block_until_ready(out)
-                compile_s = time.perf_counter() - tc
-            else:
-                out = embed(variables, to_device(images))
+        try:
+            for batch in iter_batches(dataset, backbone.preprocess, batch_size=batch_size, start=r0, stop=r1,
+                                      num_workers=num_workers, skip_bad=skip_bad, labels=labels_all):
+                images = batch.images
+                if len(images) < batch_size:  # pad: one compiled shape for every batch
+                    pad = np.zeros((batch_size - len(images),) + images.shape[1:], np.uint8)
+                    images = np.concatenate([images, pad])
+                if compile_s is None:
+                    tc = time.perf_counter()
+                    out = embed(variables, to_device(images))
+                    jax.block_until_ready(out)
+                    compile_s = time.perf_counter() - tc
+                else:
+                    out = embed(variables, to_device(images))
+                if in_flight is not None:
+                    item, in_flight = in_flight, None
+                    collect(*item)
+                in_flight = (out, batch)
+        except BaseException:
+            # Interrupted (or a bad image): the batch already computed may close a chunk; keep it.
             if in_flight is not None:
-                collect(in_flight)
-            in_flight = (out, batch)
+                try:
+                    collect(*in_flight)
+                except Exception:  # noqa: BLE001  (the original error matters more)
+                    pass
+            raise
         if in_flight is not None:
-            collect(in_flight)
-        arrays = {"features": np.concatenate(feats), "labels": np.concatenate(labs),
-                  "indices": np.concatenate(idxs), "ok": np.concatenate(oks),
-                  "bad": np.asarray(json.dumps([[int(i), msg] for i, msg in bad]))}
-        if probs:
-            arrays["source_probs"] = np.concatenate(probs)
-        _write_npz_atomic(chunk_file(c0), **arrays)
+            collect(*in_flight)
     if bar is not None:
         bar.close()
     loop_s = time.perf_counter() - t0
