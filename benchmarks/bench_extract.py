@@ -11,7 +11,7 @@ For each model (a ResNet-50-sized and a ViT-S/16-sized transformers model with r
 and the ratios loop / forward and end2end / forward: how busy the pipeline keeps the forward
 pass.
 
-    python benchmarks/bench_extract.py --batches 3 --batch-size 8
+    python benchmarks/bench_extract.py --batches 4 --batch-size 8 --repeats 2
     python benchmarks/bench_extract.py --data csv:../shared/data/brain_tumor_mri --split val
 
 Images: by default 256x320 JPEGs written to a temporary folder (smooth random content, about
@@ -64,27 +64,39 @@ def bench_model(key: str, dataset, args) -> dict:
     t = time.perf_counter()
     jax.block_until_ready(embed(variables, images))
     compile_s = time.perf_counter() - t
-    # Bare forward: the same number of batches as the pipeline, back to back.
-    t = time.perf_counter()
-    for _ in range(args.batches):
-        out = embed(variables, images)
-    jax.block_until_ready(out)
-    forward = args.batches * b / (time.perf_counter() - t)
     n = args.batches * b
+
+    def forward_rate():
+        t = time.perf_counter()
+        for _ in range(args.batches):  # the same number of batches as the pipeline, back to back
+            out = embed(variables, images)
+        jax.block_until_ready(out)
+        return n / (time.perf_counter() - t)
+
+    def pipeline_rates():
+        with tempfile.TemporaryDirectory() as out_dir:
+            t = time.perf_counter()
+            path = extract(backbone, _Head(dataset, n), out_dir, batch_size=b,
+                           chunk_batches=max(1, args.batches // 2), num_workers=args.workers, progress=False)
+            end2end = n / (time.perf_counter() - t)
+            with open(path[:-4] + ".json") as fh:
+                timing = json.load(fh)["timing"]
+        return timing["loop_images"] / timing["loop_s"], end2end, timing
+
     # Loader alone.
     t = time.perf_counter()
     for _ in iter_batches(dataset, backbone.preprocess, batch_size=b, stop=n, num_workers=args.workers):
         pass
     decode = n / (time.perf_counter() - t)
-    # Full pipeline (compiled program reused from above).
-    with tempfile.TemporaryDirectory() as out_dir:
-        t = time.perf_counter()
-        path = extract(backbone, _Head(dataset, n), out_dir, batch_size=b, chunk_batches=max(1, args.batches // 2),
-                       num_workers=args.workers, progress=False)
-        pipeline = n / (time.perf_counter() - t)
-        with open(path[:-4] + ".json") as fh:
-            timing = json.load(fh)["timing"]
-    loop = timing["loop_images"] / timing["loop_s"]  # decode + preprocess + forward, no set-up
+    # Interleave forward and pipeline runs, so drifting load on a shared machine hits both alike;
+    # report medians.
+    fwd, loops, e2es = [], [], []
+    for _ in range(args.repeats):
+        fwd.append(forward_rate())
+        loop, end2end, timing = pipeline_rates()
+        loops.append(loop)
+        e2es.append(end2end)
+    forward, loop, pipeline = (float(np.median(x)) for x in (fwd, loops, e2es))
     return {"model": key, "name": MODELS[key], "feature_dim": backbone.feature_dim, "images": n,
             "batch_size": b, "build_s": round(build_s, 2), "compile_s": round(compile_s, 2),
             "forward_img_s": round(forward, 2), "decode_img_s": round(decode, 2),
@@ -115,6 +127,7 @@ def main() -> int:
     p.add_argument("--models", default="resnet50,vit_s16")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--batches", type=int, default=3, help="timed batches per measurement")
+    p.add_argument("--repeats", type=int, default=2, help="interleaved forward/pipeline repeats (median)")
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count)")
     p.add_argument("--data", help="dataset spec (default: synthetic JPEGs in a temporary folder)")
     p.add_argument("--split", default="all")
