@@ -5,7 +5,7 @@ The statistics (`correlation`, `selection`, `bootstrap`) need only jax. Reading 
 matplotlib; both are imported only by the modules that use them.
 """
 
-from jscore.evaluate.bootstrap import STATISTICS, SUMMARY_STATISTICS, bootstrap, interval
+from jscore.evaluate.resampling import STATISTICS, SUMMARY_STATISTICS, bootstrap, interval
 from jscore.evaluate.correlation import (
     grouped_kendall_tau,
     grouped_weighted_tau,

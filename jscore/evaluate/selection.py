@@ -36,6 +36,19 @@ def _masked_max(y, m):
     return jnp.max(jnp.where(m > 0, y, -jnp.inf))
 
 
+def selection_from_ranks(ranks, y, m, *, k: int):
+    """(regret, rel@k, recall@k) from `selection_ranks` (shared work when all three are wanted)."""
+    best = _masked_max(y, m)
+    first = ((ranks < 1) & (m > 0)).astype(y.dtype)
+    top = (ranks < k) & (m > 0)
+    regret = best - _masked_max(y, first)
+    rel = _safe_ratio(_masked_max(y, top.astype(y.dtype)), best)
+    higher = jnp.sum((y[None, :] > y[:, None]).astype(y.dtype) * m[None, :], axis=1)
+    hits = jnp.sum((top & (higher < k)).astype(y.dtype))
+    recall = hits / jnp.minimum(jnp.asarray(k, y.dtype), jnp.maximum(jnp.sum(m), 1))
+    return regret, rel, recall
+
+
 @jax.jit
 def top1_regret(x, y, mask=None) -> jax.Array:
     """Ground truth of the truly best model minus that of the model the score ranks first.
