@@ -203,6 +203,10 @@ def to_arrays(df: pd.DataFrame, *, truth: str | None = None, scores=None, datase
     values = df.groupby(key, sort=False)["value"].mean()
 
     dnames = list(datasets) if datasets is not None else list(dict.fromkeys(df["dataset"]))
+    for what, given in (("classes", classes), ("n_test", n_test)):
+        unknown = sorted(set(given or {}) - set(dnames))
+        if unknown:
+            raise ValueError(f"{what} given for datasets not in the table: {unknown} (present: {dnames})")
     snames = [normalise_score_name(s) for s in scores] if scores is not None else _ordered_scores(df["score"])
     models = [sorted(set(df.loc[df["dataset"] == d, "model"])) for d in dnames]
     counts = np.array([len(m) for m in models])
