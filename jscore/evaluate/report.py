@@ -89,10 +89,12 @@ def evaluate_arrays(r, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, 
     for s in range(S):
         for d in range(D):
             row = {"score": r.score_names[s], "dataset": r.datasets[d], "models": int(n_valid[s, d])}
-            row.update({c: float(v[s, d]) for c, v in per.items()})
+            # Undefined with fewer than two models: NaN in the table rather than a made-up 0.
+            ok = n_valid[s, d] >= 2
+            row.update({c: float(v[s, d]) if ok else float("nan") for c, v in per.items()})
             rows.append(row)
     per_df = pd.DataFrame(rows)
-    summ_df = pd.DataFrame([{"score": r.score_names[s], "datasets": D, **{c: float(v[s]) for c, v in summ.items()}} for s in range(S)])
+    summ_df = pd.DataFrame([{"score": r.score_names[s], "datasets": int((n_valid[s] >= 2).sum()), **{c: float(v[s]) for c, v in summ.items()}} for s in range(S)])
 
     rank_rows = []
     for d, dn in enumerate(r.datasets):
@@ -126,6 +128,8 @@ def _markdown(df: pd.DataFrame) -> str:
 
 
 def _ci(row, name, digits=2):
+    if not np.isfinite(row[name]):
+        return "n/a"
     return f"{row[name]:.{digits}f} [{row[name + '_lo']:.{digits}f}, {row[name + '_hi']:.{digits}f}]"
 
 

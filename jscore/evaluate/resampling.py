@@ -68,9 +68,9 @@ def across_datasets(x, y, mask, *, k: int = 3):
     """
     per, (ks, wx, wy) = jax.vmap(partial(_per_dataset_with_sums, k=k))(x, y, mask)
     pool = lambda s: PairSums(*(jnp.sum(v) for v in s))  # noqa: E731
-    has = (jnp.sum(mask, axis=-1) >= 2).astype(per["tau"].dtype)
+    has = jnp.sum(mask, axis=-1) >= 2
     nd = jnp.maximum(jnp.sum(has), 1)
-    mean = lambda v: jnp.sum(v * has) / nd  # noqa: E731
+    mean = lambda v: jnp.sum(jnp.where(has, v, 0)) / nd  # noqa: E731
     summary = {
         "grouped_tau": tau_from_sums(pool(ks)),
         "grouped_wtau": 0.5 * (tau_from_sums(pool(wx)) + tau_from_sums(pool(wy))),

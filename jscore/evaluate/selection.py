@@ -41,7 +41,8 @@ def selection_from_ranks(ranks, y, m, *, k: int):
     best = _masked_max(y, m)
     first = ((ranks < 1) & (m > 0)).astype(y.dtype)
     top = (ranks < k) & (m > 0)
-    regret = best - _masked_max(y, first)
+    # No valid model (a padded slot of the bootstrap): 0, never inf - inf.
+    regret = jnp.where(jnp.sum(m) > 0, best - _masked_max(y, first), jnp.zeros_like(best))
     rel = _safe_ratio(_masked_max(y, top.astype(y.dtype)), best)
     higher = jnp.sum((y[None, :] > y[:, None]).astype(y.dtype) * m[None, :], axis=1)
     hits = jnp.sum((top & (higher < k)).astype(y.dtype))
@@ -59,8 +60,7 @@ def top1_regret(x, y, mask=None) -> jax.Array:
     0.2...
     """
     x, y, m = _as_float(x, y, mask)
-    first = (selection_ranks(x, y, m) < 1) & (m > 0)
-    return _masked_max(y, m) - _masked_max(y, first.astype(y.dtype))
+    return selection_from_ranks(selection_ranks(x, y, m), y, m, k=1)[0]
 
 
 @partial(jax.jit, static_argnames="k")

@@ -92,3 +92,23 @@ def test_interval_is_percentile():
     np.testing.assert_allclose(np.asarray(mean), samples.mean(0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(lo), np.percentile(samples, 5, axis=0), rtol=1e-5)
     np.testing.assert_allclose(np.asarray(hi), np.percentile(samples, 95, axis=0), rtol=1e-5)
+
+
+def test_dataset_with_one_model_is_left_out_of_means():
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=(1, 3, 4))
+    truth = rng.uniform(0.5, 0.9, size=(3, 4))
+    counts = np.array([4, 4, 4])
+    mask = np.ones((1, 3, 4), bool)
+    mask[0, 1, 1:] = False  # one model only on dataset 1
+    out = bootstrap(scores, truth, mask, counts, seed=0, num_resamples=8)
+    for name in ("regret", "tau", "rel_at_k"):
+        v = np.asarray(out.per[name])[0]
+        want = (v[0] + v[2]) / 2
+        got = float(out.summary[f"mean_{name}"][0])
+        assert got == pytest.approx(want, rel=1e-6)
+        assert np.isfinite(np.asarray(out.summary_samples[f"mean_{name}"])).all()
+    # Grouped tau pools only datasets 0 and 2 (dataset 1 has no pair).
+    from jscore.evaluate.correlation import grouped_kendall_tau
+
+    assert float(out.summary["grouped_tau"][0]) == pytest.approx(float(grouped_kendall_tau(scores[0, ::2], truth[::2])), rel=1e-6)
