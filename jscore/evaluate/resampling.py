@@ -19,16 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscore.evaluate.correlation import (
-    PairSums,
-    _as_float,
-    average_ranks,
-    kendall_pair_sums,
-    pearson,
-    tau_from_sums,
-    weighted_pair_sums,
-)
-from jscore.evaluate.selection import selection_from_ranks, selection_ranks
+from jscore.evaluate.correlation import PairSums, _as_float, pearson, tau_from_sums
+from jscore.evaluate.selection import selection_from_ranks
 
 # Per-dataset statistics, in table order.
 STATISTICS = ("tau", "wtau", "pearson", "spearman", "regret", "rel_at_k", "recall_at_k")
@@ -37,17 +29,39 @@ SUMMARY_STATISTICS = ("grouped_tau", "grouped_wtau", "mean_tau", "mean_wtau", "m
 
 
 def _per_dataset_with_sums(x, y, mask, *, k: int):
-    """Statistics of one (score, dataset) and the pair sums that grouped taus pool."""
+    """Statistics of one (score, dataset) and the pair sums that grouped taus pool.
+
+    The same numbers as the functions of `correlation` and `selection`, computed from one set
+    of pairwise signs: every pair sum is sum_{i<j} (w_i + w_j) f_ij = sum_i w_i sum_j f_ij for
+    a symmetric f, so three row sums of the [M, M] sign products serve the plain tau and both
+    weighted taus, and the rank orders reuse the same signs.
+    """
     x, y, m = _as_float(x, y, mask)
-    ks = kendall_pair_sums(x, y, m)
-    wx = weighted_pair_sums(x, y, m)
-    wy = weighted_pair_sums(y, x, m)
-    regret, rel, recall = selection_from_ranks(selection_ranks(x, y, m), y, m, k=k)
+    n = x.shape[0]
+    sx = jnp.sign(x[:, None] - x[None, :])  # sx[i, j] = sign(x_i - x_j)
+    sy = jnp.sign(y[:, None] - y[None, :])
+    mj = m[None, :]
+    rows = [jnp.sum(f * mj, axis=1) * m for f in (sx * sy, jnp.abs(sx), jnp.abs(sy))]  # [M] each
+
+    def sums(w):  # w [M]: pair weight w_i + w_j
+        return PairSums(*(jnp.sum(w * r) for r in rows))
+
+    ks = PairSums(*(0.5 * jnp.sum(r) for r in rows))
+    later = jnp.arange(n)[:, None] > jnp.arange(n)[None, :]  # later[i, j]: i after j in the table
+    # before[i, j]: model i precedes model j in an order; rank_j = number of valid i before j.
+    by_x = (sx > 0) | ((sx == 0) & ((sy > 0) | ((sy == 0) & later)))
+    by_y = (sy > 0) | ((sy == 0) & ((sx > 0) | ((sx == 0) & later)))
+    pick = (sx > 0) | ((sx == 0) & ((sy < 0) | ((sy == 0) & ~later & (jnp.arange(n)[:, None] != jnp.arange(n)[None, :]))))
+    rank = lambda before: jnp.sum(before.astype(x.dtype) * m[:, None], axis=0)  # noqa: E731
+    wx = sums(1.0 / (rank(by_x) + 1.0))
+    wy = sums(1.0 / (rank(by_y) + 1.0))
+    regret, rel, recall = selection_from_ranks(rank(pick), y, m, k=k)
+    avg_rank = lambda sv: jnp.sum((sv > 0) * mj, axis=1) + (jnp.sum((sv == 0) * mj, axis=1) + 1.0) / 2.0  # noqa: E731
     stats = {
         "tau": tau_from_sums(ks),
         "wtau": 0.5 * (tau_from_sums(wx) + tau_from_sums(wy)),
         "pearson": pearson(x, y, m),
-        "spearman": pearson(average_ranks(x, m), average_ranks(y, m), m),
+        "spearman": pearson(avg_rank(sx), avg_rank(sy), m),
         "regret": regret,
         "rel_at_k": rel,
         "recall_at_k": recall,
@@ -133,15 +147,16 @@ def _evaluate_resamples(scores, truth, mask, idx, *, k: int, batch_size: int):
     return jax.tree.map(unbatch, per), jax.tree.map(unbatch, summary)
 
 
-def bootstrap(scores, truth, mask, counts, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, batch_size: int = 128) -> Bootstrapped:
+def bootstrap(scores, truth, mask, counts, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, batch_size: int | None = None) -> Bootstrapped:
     """Point estimates and B bootstrap replicates of every statistic (see module docstring).
 
     Args:
       scores: `[S, D, M]`. truth: `[D, M]`. mask: `[S, D, M]` bool (model has this score on this
         dataset). counts: `[D]` int, the number of models of each dataset (stored first).
       seed: resampling seed. num_resamples: B. k: the k of rel@k and recall@k.
-      batch_size: resamples per vectorised step (bounds memory: a step holds
-        batch x S x D x M x M pairs); results do not depend on it.
+      batch_size: resamples per vectorised step; a step holds batch x S x D x M x M pairwise
+        signs. Default: about 2**21 of them (measured fastest on CPU: larger steps are
+        memory-bound). Results do not depend on it.
     Returns:
       `Bootstrapped`. The point estimates are computed by the same compiled program, as
       resample 0 with the identity indices.
@@ -162,6 +177,8 @@ def bootstrap(scores, truth, mask, counts, *, seed: int = 0, num_resamples: int 
         raise ValueError(f"counts must be [D] = ({d},) with values in [1, {m}], got {counts}")
     identity = np.broadcast_to(np.arange(m), (1, d, m))
     idx = np.concatenate([identity, bootstrap_indices(seed, counts, num_resamples, m)], axis=0)
+    if batch_size is None:
+        batch_size = max(1, min(256, 2**21 // (s * d * m * m)))
     bs = max(1, min(batch_size, idx.shape[0]))
     per, summary = _evaluate_resamples(scores, truth, mask, jnp.asarray(idx), k=k, batch_size=bs)
     first = lambda v: v[0]  # noqa: E731

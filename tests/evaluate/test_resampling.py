@@ -112,3 +112,30 @@ def test_dataset_with_one_model_is_left_out_of_means():
     from jscore.evaluate.correlation import grouped_kendall_tau
 
     assert float(out.summary["grouped_tau"][0]) == pytest.approx(float(grouped_kendall_tau(scores[0, ::2], truth[::2])), rel=1e-6)
+
+
+def test_fused_per_dataset_equals_the_public_functions():
+    """The bootstrap's fused path (shared signs, row sums) against correlation/selection functions."""
+    from jscore.evaluate import correlation as C
+    from jscore.evaluate import selection as Se
+    from jscore.evaluate.resampling import per_dataset
+
+    rng = np.random.default_rng(9)
+    K, W = 24, 9
+    X = rng.integers(0, 3, (K, W)).astype(float)
+    X[::2] = rng.normal(size=(K // 2, W))
+    Y = rng.integers(0, 4, (K, W)) / 4.0 + 0.25
+    M = rng.random((K, W)) < 0.8
+    M[:, :2] = True
+    fused = jax.jit(jax.vmap(lambda x, y, m: per_dataset(x, y, m, k=2)))(X, Y, M)
+    want = {
+        "tau": jax.vmap(C.kendall_tau)(X, Y, M),
+        "wtau": jax.vmap(C.weighted_tau)(X, Y, M),
+        "pearson": jax.vmap(C.pearson)(X, Y, M),
+        "spearman": jax.vmap(C.spearman)(X, Y, M),
+        "regret": jax.vmap(Se.top1_regret)(X, Y, M),
+        "rel_at_k": jax.vmap(lambda x, y, m: Se.rel_at_k(x, y, m, k=2))(X, Y, M),
+        "recall_at_k": jax.vmap(lambda x, y, m: Se.recall_at_k(x, y, m, k=2))(X, Y, M),
+    }
+    for name, v in want.items():
+        np.testing.assert_allclose(np.asarray(fused[name]), np.asarray(v), rtol=1e-5, atol=1e-6, err_msg=name)
