@@ -40,6 +40,7 @@ class Flag(NamedTuple):
     score: str | None
     dataset: str | None
     message: str
+    model: str | None = None  # the model concerned, when there is one (bound checks)
 
 
 def _fmt(v):
@@ -67,7 +68,7 @@ def check_bounds(r) -> list:
                 if (hi is not None and v > hi + tol) or (lower is not None and v < lower - tol):
                     rng = f"[{'-inf' if lower is None else _fmt(lower)}, {_fmt(hi) if hi is not None else 'inf'}]"
                     why = f" (C = {int(r.classes[d])})" if upper == "C-1" else ""
-                    flags.append(Flag("bound", name, dn, f"{name} = {_fmt(v)} for {r.models[d][j]} on {dn} is outside its range {rng}{why}: a numerical failure, not a better model"))
+                    flags.append(Flag("bound", name, dn, f"{name} = {_fmt(v)} for {r.models[d][j]} on {dn} is outside its range {rng}{why}: a numerical failure, not a better model", r.models[d][j]))
     return flags
 
 

@@ -44,6 +44,8 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
     cmap = plt.get_cmap("tab20" if len(all_models) > 10 else "tab10")
     style = {m: (MARKERS[i % len(MARKERS)], cmap(i % cmap.N)) for i, m in enumerate(all_models)}
     taus = {}
+    # Points that break their score's bound get a red ring: read them as failures, not as good models.
+    broken = {(f.score, f.dataset, f.model) for f in (ev.flags if ev is not None else []) if f.kind == "bound"}
     if ev is not None:
         for row in ev.per_dataset.itertuples(index=False):
             taus[(row.score, row.dataset)] = (row.tau, row.wtau)
@@ -60,6 +62,8 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
             for j in np.flatnonzero(ok):
                 mk, col = style[r.models[d][j]]
                 ax.scatter(x[j], y[j], marker=mk, color=col, s=42, edgecolor="black", linewidth=0.4, zorder=3)
+                if (sn, dn, r.models[d][j]) in broken:
+                    ax.scatter(x[j], y[j], marker="o", s=170, facecolor="none", edgecolor="red", linewidth=1.3, zorder=4)
             xs, ys = x[ok], y[ok]
             if len(xs) >= 2 and np.ptp(xs) > 0:
                 slope, icept = np.polyfit(xs, ys, 1)
@@ -94,6 +98,8 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
         plt.Line2D([], [], linestyle="", marker=style[m][0], color=style[m][1], markeredgecolor="black", markeredgewidth=0.4, markersize=7, label=m)
         for m in all_models
     ]
+    if broken:
+        handles.append(plt.Line2D([], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="red", markersize=10, label="outside the score's bound"))
     ncol = min(len(handles), max(1, S + 1))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     rows_legend = -(-len(handles) // ncol)

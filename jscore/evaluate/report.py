@@ -173,7 +173,7 @@ def write_report(ev: Evaluation, r, out_dir: str, *, plots: bool = True) -> dict
     ev.per_dataset.to_csv(os.path.join(out_dir, "per_dataset.csv"), index=False)
     ev.summary.to_csv(os.path.join(out_dir, "summary.csv"), index=False)
     ev.rankings.to_csv(os.path.join(out_dir, "rankings.csv"), index=False)
-    pd.DataFrame(ev.flags, columns=["kind", "score", "dataset", "message"]).to_csv(os.path.join(out_dir, "diagnostics.csv"), index=False)
+    pd.DataFrame(ev.flags, columns=["kind", "score", "dataset", "message", "model"]).to_csv(os.path.join(out_dir, "diagnostics.csv"), index=False)
     for n in ("per_dataset.csv", "summary.csv", "rankings.csv", "diagnostics.csv"):
         paths[n] = os.path.join(out_dir, n)
     put("settings.json", json.dumps(ev.settings, indent=2) + "\n")

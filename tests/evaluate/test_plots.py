@@ -60,3 +60,23 @@ def test_files_written_and_open(arrays, tmp_path):
     assert img[..., :3].std() > 0.05  # not blank
     with open(paths["grid.pdf"], "rb") as f:
         assert f.read(5) == b"%PDF-"
+
+
+def test_points_breaking_a_bound_are_ringed():
+    import types
+
+    import matplotlib.pyplot as plt
+
+    from jscore.evaluate.diagnostics import run_all
+
+    rows = [("d", "m1", "hscore", 0.5, 0.7), ("d", "m2", "hscore", 4.0, 0.8), ("d", "m3", "hscore", 0.9, 0.9)]
+    df = pd.DataFrame(rows, columns=["dataset", "model", "score", "value", "test_acc"]).assign(classes=3)
+    r = to_arrays(df)
+    flags = run_all(r)
+    ev = types.SimpleNamespace(flags=flags, per_dataset=pd.DataFrame(columns=["score", "dataset", "tau", "wtau"]))
+    fig = scatter_grid(r, ev)
+    (ax,) = [a for a in fig.axes if a.get_label() == "d / hscore"]
+    rings = [c for c in ax.collections if len(c.get_facecolors()) == 0]
+    assert len(rings) == 1
+    np.testing.assert_allclose(rings[0].get_offsets()[0], [4.0, 0.8])
+    plt.close(fig)
