@@ -3,8 +3,8 @@
 Each check returns `Flag`s (kind, score, dataset, message); `run_all` collects them. They read a
 `jscore.evaluate.results.ResultsArrays` on the host (NumPy only).
 
-- bound: a score outside its mathematical range, which means a numerical failure (an
-  ill-conditioned covariance, say), not a better model. H-score = tr(cov(f)^-1 cov(E[f|y]))
+- bound: a score outside its natural range (the scorer registry's `range`), which means a
+  numerical failure (an ill-conditioned covariance, say), not a better model. H-score = tr(cov(f)^-1 cov(E[f|y]))
   lies in [0, C-1] because the between-class covariance has rank <= C-1 and is dominated by the
   total covariance; LEEP, N-LEEP and NCE are mean log-probabilities (<= 0); GBC is minus a sum
   of Bhattacharyya coefficients (<= 0).
@@ -21,14 +21,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-# score -> (lower, upper); the string "C-1" means number of classes minus one.
-BOUNDS = {
-    "hscore": (0.0, "C-1"),
-    "leep": (None, 0.0),
-    "nleep": (None, 0.0),
-    "nce": (None, 0.0),
-    "gbc": (None, 0.0),
-}
+def _bounds() -> dict:
+    """score -> (lower, upper) from the scorer registry; "C-1" means number of classes minus one."""
+    from jscore.scorers import REGISTRY
+
+    return {name: tuple(spec.range) for name, spec in REGISTRY.items() if spec.range != (None, None)}
 TIE_RTOL = 1e-9  # values this close (relative to the largest magnitude) count as tied
 SATURATION_FRACTION = 0.3  # flag when this share of models is tied with another model
 NOISE_Z = 1.96  # two-sided 95% for a difference of two independent estimates
@@ -49,10 +46,11 @@ def _fmt(v):
 
 def check_bounds(r) -> list:
     flags = []
+    bounds = _bounds()
     for s, name in enumerate(r.score_names):
-        if name not in BOUNDS:
+        if name not in bounds:
             continue
-        lower, upper = BOUNDS[name]
+        lower, upper = bounds[name]
         for d, dn in enumerate(r.datasets):
             c = r.counts[d]
             vals = r.scores[s, d, :c]

@@ -151,8 +151,11 @@ class ResultsArrays:
 
 
 def _ordered_scores(names):
+    from jscore.scorers import REGISTRY
+
+    known = tuple(REGISTRY) or KNOWN_SCORES
     seen = list(dict.fromkeys(names))
-    return [s for s in KNOWN_SCORES if s in seen] + [s for s in seen if s not in KNOWN_SCORES]
+    return [s for s in known if s in seen] + [s for s in seen if s not in known]
 
 
 def to_arrays(df: pd.DataFrame, *, truth: str | None = None, scores=None, datasets=None, classes=None, n_test=None) -> ResultsArrays:

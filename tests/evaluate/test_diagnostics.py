@@ -61,3 +61,16 @@ def test_missing_values():
     rows = [("d", "m1", "leep", -1, 0.8), ("d", "m2", "leep", float("nan"), 0.7), ("d", "m3", "leep", -2, 0.6)]
     miss = _kinds(run_all(to_arrays(_table(rows))), "missing")
     assert len(miss) == 1 and "m2" in miss[0].message
+
+
+def test_every_bounded_registry_score_is_checked():
+    from jscore.scorers import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        lower, upper = spec.range
+        if upper is None and lower is None:
+            continue
+        bad = (4.0 if upper == "C-1" else upper + 1.0) if upper is not None else lower - 1.0
+        rows = [("d", "m1", name, bad, 0.7), ("d", "m2", name, 0.0, 0.8)]
+        flags = _kinds(run_all(to_arrays(_table(rows, {"classes": 3}))), "bound")
+        assert [f.model for f in flags] == ["m1"], name
