@@ -202,7 +202,15 @@ def write_report(ev: Evaluation, r, out_dir: str, *, plots: bool = True) -> dict
         figs = save_scatter_grid(r, ev, os.path.join(out_dir, "scatter"))
         paths.update(figs)
         md += ["## Scores against ground truth\n", "![scatter grid](scatter.png)\n"]
-    md += ["## Per-dataset rankings\n", "See `rankings.csv` (1 = best; ties share the best rank); all statistics with intervals are in `per_dataset.csv` and `summary.csv`.\n"]
+    md += ["## Per-dataset rankings\n",
+           "Models in order of ground truth; each score's rank of the model (1 = best; ties share the best rank). "
+           "Values are in `rankings.csv`; all statistics with intervals in `per_dataset.csv` and `summary.csv`.\n"]
+    for dn in ev.settings["datasets"]:
+        sub = ev.rankings[ev.rankings["dataset"] == dn]
+        table = pd.DataFrame({"model": sub["model"], st["truth"]: sub[st["truth"]].map(lambda v: f"{v:.4g}"), "rank": sub["truth_rank"]})
+        for sn in ev.settings["scores"]:
+            table[sn] = sub[f"{sn}_rank"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
+        md += [f"### {dn}\n", _markdown(table)]
     put("report.md", "\n".join(md))
     # The two tau tables on their own, for pasting.
     put("tau.md", _markdown(tau_table(ev, "tau")))
