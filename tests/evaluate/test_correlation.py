@@ -180,3 +180,17 @@ def test_bad_shapes_raise():
         C.kendall_tau(jnp.ones(3), jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match="D, M"):
         C.grouped_kendall_tau(jnp.ones(3), jnp.ones(3))
+
+
+def test_invariances():
+    """tau-b: invariant to a joint permutation and to increasing transforms of either side;
+    weighted tau: invariant to increasing transforms (it sees only the order)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=10)
+    y = rng.integers(0, 4, 10).astype(np.float32)
+    perm = rng.permutation(10)
+    tau = float(C.kendall_tau(x, y))
+    assert float(C.kendall_tau(x[perm], y[perm])) == pytest.approx(tau, rel=1e-6)
+    assert float(C.kendall_tau(np.exp(x), y * 3 + 1)) == pytest.approx(tau, rel=1e-6)
+    assert float(C.weighted_tau(np.exp(x), y * 3 + 1)) == pytest.approx(float(C.weighted_tau(x, y)), rel=1e-6)
+    assert float(C.kendall_tau(-x, y)) == pytest.approx(-tau, rel=1e-6)
