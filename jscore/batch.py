@@ -158,4 +158,8 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
             for name, values in out.items():
                 for i, model in enumerate(members):
                     results[model][name] = float(values[i])
+    from jscore.api import check_finite
+
+    for model, r in results.items():
+        check_finite(r, model)
     return {m: {n_: r[n_] for n_ in names if n_ in r} for m, r in results.items()}
