@@ -148,7 +148,18 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
     if source_names:
         results.update(_source_scores(v.source_probs, v.labels, names=source_names, num_classes=v.num_classes))
-    return {n: float(results[n]) for n in names}
+    out = {n: float(results[n]) for n in names}
+    check_finite(out)
+    return out
+
+
+def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> None:
+    """A score is never silently NaN: a non-finite value is an error that names the score."""
+    bad = [n for n, v in results.items() if not np.isfinite(v)]
+    if bad:
+        where = f" for model {model!r}" if model else ""
+        raise ValueError(f"score(s) {bad} came out non-finite{where}; the features may be degenerate "
+                         "(e.g. all identical) - please report this input")
 
 
 def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
