@@ -1,17 +1,8 @@
 """Fixtures that write small image datasets (PNG/JPEG files, CSVs, folders, npz) to tmp dirs."""
 
-import os
-
 import numpy as np
 import pytest
-
-
-def write_image(path, array, fmt=None):
-    from PIL import Image
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    arr = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
-    Image.fromarray(arr).save(path, format=fmt)
+from imagefiles import write_image
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from jscore.data import BadImageError, decode_image, open_dataset, parse_spec
 
-from conftest import write_image  # noqa: E402  (tests/data/conftest.py)
+from imagefiles import write_image  # tests/data/imagefiles.py
 
 
 def _write_csv(path, rows, header=("image", "label")):
