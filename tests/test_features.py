@@ -187,3 +187,17 @@ def test_data_parallel_matches_one_device(setup, tmp_path):
     np.testing.assert_allclose(got["features"], want["features"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got["source_probs"], want["source_probs"], rtol=1e-5, atol=1e-6)
     assert got["metadata"]["devices"] == n_dev
+
+
+def test_extract_from_mock_tfds(setup, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    root, path, arrays, bb, variables, ds, out = setup
+    with tfds.testing.mock_data(num_examples=5):
+        source = open_dataset("tfds:colorectal_histology", "train")
+        got = load_features(extract(bb, source, str(tmp_path), batch_size=4, progress=False))
+        images = [source[i][0] for i in range(5)]
+        labels = [source[i][1] for i in range(5)]
+    f, _ = jax.jit(bb.embed)(variables, preprocess(images, bb.preprocess))
+    np.testing.assert_allclose(got["features"], np.asarray(f), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got["labels"], labels)
+    assert got["num_classes"] == 8 and got["metadata"]["dataset"]["name"] == "colorectal_histology"
