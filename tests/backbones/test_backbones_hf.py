@@ -130,3 +130,26 @@ def test_from_pretrained_local_directory(tmp_path):
         get_backbone(f"hf:{tmp_path / 'ckpt'}", image_size=64)
     with pytest.raises(ValueError, match="cannot load transformers config"):
         get_backbone(f"hf:{tmp_path / 'nothing-here'}")
+
+
+def test_full_clip_checkpoint_gives_its_vision_tower(tmp_path):
+    """Hub CLIP checkpoints hold text and vision towers; the backbone is the vision one."""
+    with hf.quiet_transformers():
+        config = transformers.CLIPConfig(
+            text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             vocab_size=100),
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                               patch_size=8, image_size=32),
+            projection_dim=16)
+        model = transformers.FlaxCLIPModel(config, _do_init=False)
+    shapes = jax.eval_shape(lambda: model.init_weights(jax.random.key(0), ((1, 4), (1, 32, 32, 3))))
+    rng = np.random.default_rng(0)
+    params = jax.tree_util.tree_map(lambda s: (0.1 * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+    model.save_pretrained(tmp_path / "clip", params=params)
+    bb = get_backbone(f"hf:{tmp_path / 'clip'}")
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    got, logits = jax.jit(bb.embed)(bb.variables, x)
+    want = jax.jit(lambda px: model(input_ids=jnp.zeros((2, 4), jnp.int32), pixel_values=jnp.transpose(px, (0, 3, 1, 2)),
+                                    params=params).vision_model_output.pooler_output)(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert logits is None and bb.preprocess.mean == hf.CLIP_MEAN
