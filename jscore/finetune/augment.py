@@ -77,11 +77,24 @@ def _affine_sample(image, size, center, half, theta):
     cos, sin = jnp.cos(theta), jnp.sin(theta)
     rows = center[0] + cos * dy - sin * dx - 0.5
     cols = center[1] + sin * dy + cos * dx - 0.5
-    channels = [
-        jax.scipy.ndimage.map_coordinates(image[..., c], [rows, cols], order=1, mode="constant", cval=0.0)
-        for c in range(image.shape[-1])
-    ]
-    return jnp.stack(channels, axis=-1)
+    return _bilinear(image, rows, cols)
+
+
+def _bilinear(image, rows, cols):
+    """Bilinear read of `image [R, C, K]` at float pixel coordinates `rows`, `cols` `[S, S]`
+    (pixel centres at integers); points outside the image read 0. Four gathers of all channels
+    at once: cheaper to compile and run than `map_coordinates` channel by channel."""
+    r_max, c_max = image.shape[0] - 1, image.shape[1] - 1
+    r0, c0 = jnp.floor(rows), jnp.floor(cols)
+    fr, fc = rows - r0, cols - c0
+    out = 0.0
+    for dr, wr in ((0, 1.0 - fr), (1, fr)):
+        for dc, wc in ((0, 1.0 - fc), (1, fc)):
+            r, c = r0 + dr, c0 + dc
+            inside = (r >= 0) & (r <= r_max) & (c >= 0) & (c <= c_max)
+            px = image[jnp.clip(r, 0, r_max).astype(jnp.int32), jnp.clip(c, 0, c_max).astype(jnp.int32)]
+            out = out + px * (wr * wc * inside)[..., None]
+    return out
 
 
 def _augment_one(image, rng, size: int, cfg: AugmentConfig):
