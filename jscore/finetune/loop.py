@@ -13,6 +13,7 @@ probe fast path); each step moves one batch of uint8 to the devices, where augme
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -77,8 +78,28 @@ def _device_description(mesh: Mesh) -> str:
     return f"{mesh.devices.size}x {getattr(d, 'device_kind', d.platform)} ({d.platform})"
 
 
+_RUNNERS: "dict" = {}  # compiled steps reused across the runs of a sweep
+
+
+def _runner_for(backbone, variables, config, num_classes, input_fn, mesh, steps_per_epoch) -> "_Runner":
+    """A cached `_Runner`: runs that differ only in learning rate, weight decay or seed share
+    one compiled step (those values are arguments, not constants). The cache holds the backbone
+    and input function themselves, so their ids stay unique while cached."""
+    static = dataclasses.replace(config, learning_rate=1.0, weight_decay=0.0, end_learning_rate=1.0, seed=0)
+    structure = jax.tree.structure(variables), tuple(getattr(x, "shape", ()) for x in jax.tree.leaves(variables))
+    key = (id(backbone), id(input_fn), static, num_classes, tuple(d.id for d in mesh.devices.flat),
+           steps_per_epoch, structure)
+    hit = _RUNNERS.get(key)
+    if hit is None:
+        if len(_RUNNERS) >= 4:
+            _RUNNERS.pop(next(iter(_RUNNERS)))
+        hit = (backbone, input_fn, _Runner(backbone, variables, config, num_classes, input_fn, mesh, steps_per_epoch))
+        _RUNNERS[key] = hit
+    return hit[2]
+
+
 class _Runner:
-    """Compiled steps and batch placement for one (backbone, config, mesh)."""
+    """Compiled steps and batch placement for one (backbone, static config, mesh)."""
 
     def __init__(self, backbone, variables, config: TrainConfig, num_classes, input_fn, mesh, steps_per_epoch):
         n_dev = mesh.devices.size
@@ -181,12 +202,15 @@ def fit(
     mesh = make_mesh(devices)
     n_train = len(train.labels)
     steps_per_epoch = max(1, math.ceil(n_train / config.batch_size))
-    runner = _Runner(backbone, variables, config, num_classes, input_fn, mesh, steps_per_epoch)
+    runner = _runner_for(backbone, variables, config, num_classes, input_fn, mesh, steps_per_epoch)
+    tx = make_optimizer(config, config.epochs * steps_per_epoch)  # this run's hyper-parameters
 
     key = jax.random.PRNGKey(config.seed)
     k_head, k_run = jax.random.split(key)
-    state = init_state(variables, backbone.feature_dim, num_classes, runner.tx, k_head)
-    state = jax.device_put(state, runner.replicated)
+    state = init_state(variables, backbone.feature_dim, num_classes, tx, k_head)
+    # Fresh buffers: the step donates its state, and device_put may alias the caller's arrays
+    # (the backbone variables are reused by the next run of a sweep).
+    state = jax.device_put(jax.tree.map(jnp.copy, state), runner.replicated)
     run_key = jax.device_put(k_run, runner.replicated)
 
     prog = {"epochs_done": 0, "last": None, "best": None, "best_epoch": -1, "best_val_loss": None,

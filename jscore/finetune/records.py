@@ -7,7 +7,6 @@ Standard library and NumPy only.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -31,18 +30,11 @@ SELECT_BY = ("val_balanced_accuracy", "val_loss", "val_accuracy")
 
 
 def weights_fingerprint(variables) -> str:
-    """SHA-256 (first 16 hex digits) over every leaf's path, dtype, shape and bytes: identifies
-    the starting weights of a run."""
-    import jax
+    """The backbones stage's fingerprint of the starting weights (the same one feature caches
+    use), so a record and a feature file of the same weights carry the same print."""
+    from jscore.backbones.weights import fingerprint
 
-    h = hashlib.sha256()
-    leaves, _ = jax.tree_util.tree_flatten_with_path(variables)
-    for path, leaf in leaves:
-        arr = np.asarray(leaf)
-        h.update(jax.tree_util.keystr(path).encode())
-        h.update(f"{arr.dtype}{arr.shape}".encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
+    return fingerprint(variables)
 
 
 def versions() -> Dict[str, str]:

@@ -85,7 +85,7 @@ def sweep(
     configs = [dataclasses.replace(base_config, learning_rate=p.learning_rate, weight_decay=p.weight_decay) for p in points]
     ids = [run_id(model, dataset, c) for c in configs]
     done = {r["run_id"] for r in rec.read_records(out_dir)}
-    sweep_bar = _bar(len(configs), f"sweep {model} on {dataset}", 0, True)
+    sweep_bar = _bar(len(configs), f"sweep {model} on {dataset}", 0, True) if progress else None
     if sweep_bar is not None:
         sweep_bar.update(sum(i in done for i in ids))
     for config, rid in zip(configs, ids):

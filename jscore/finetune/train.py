@@ -83,17 +83,39 @@ def join_variables(params, model_state, like):
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
     """SGD with Nesterov momentum, coupled weight decay (PyTorch's `weight_decay`, added to the
     gradient before momentum) and a cosine schedule from `learning_rate` to `end_learning_rate`
-    over `total_steps`; in probe mode the backbone is frozen by an optax mask."""
-    alpha = min(config.end_learning_rate / config.learning_rate, 1.0)
-    schedule = optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1), alpha=alpha)
-    sgd = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov and config.momentum > 0),
+    over `total_steps`; in probe mode the backbone is frozen by an optax mask.
+
+    The learning rate, end learning rate and weight decay live in the optimiser *state*
+    (`optax.inject_hyperparams`), not in the compiled program: every point of a sweep reuses
+    one compiled train step, and each run's state carries its own values.
+    """
+    total = max(int(total_steps), 1)
+    momentum = config.momentum or None
+    nesterov = bool(config.nesterov and config.momentum > 0)
+    mode = config.mode
+
+    def chain(learning_rate, end_learning_rate, weight_decay):
+        end = jnp.minimum(end_learning_rate, learning_rate)
+
+        def schedule(count):
+            # optax.cosine_decay_schedule(lr, total, alpha=end / lr), written with traced lr/end.
+            frac = jnp.minimum(count, total) / total
+            return end + (learning_rate - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+
+        sgd = optax.chain(
+            optax.add_decayed_weights(weight_decay),
+            optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
+        )
+        if mode == "full":
+            return sgd
+        labels = lambda params: {k: ("train" if k == "head" else "freeze") for k in params}  # noqa: E731
+        return optax.multi_transform({"train": sgd, "freeze": optax.set_to_zero()}, labels)
+
+    return optax.inject_hyperparams(chain)(
+        learning_rate=config.learning_rate,
+        end_learning_rate=config.end_learning_rate,
+        weight_decay=config.weight_decay,
     )
-    if config.mode == "full":
-        return sgd
-    labels = lambda params: {k: ("train" if k == "head" else "freeze") for k in params}  # noqa: E731
-    return optax.multi_transform({"train": sgd, "freeze": optax.set_to_zero()}, labels)
 
 
 def init_head(rng, feature_dim: int, num_classes: int):
