@@ -89,8 +89,9 @@ def get_backbone(name: str, *, num_source_classes: Optional[int] = None, image_s
       num_source_classes: zoo only: the size of a classifier head (0/None: no head). For
         transformers checkpoints the head comes from the checkpoint.
       image_size: input side S (zoo default 32; transformers default from the config).
-      weights: a `.msgpack` file or orbax folder from `save_weights` (zoo) to load as
-        `variables`; without it zoo models have `variables=None` (use `init`).
+      weights: a `.msgpack` file or orbax folder from `save_weights` to load as `variables`
+        (checked against the architecture); without it zoo models have `variables=None`
+        (use `init` or `init_variables`).
       **kw: passed to the family builder (zoo: `dtype`, `patch`, `dropout`; hf: `from_pt`,
         `dtype`, `seed`).
     Raises:
@@ -115,8 +116,14 @@ def get_backbone(name: str, *, num_source_classes: Optional[int] = None, image_s
     from jscore.backbones import hf
 
     if name.startswith("hf-random:"):
-        return hf.from_preset(name.split(":", 1)[1], image_size=image_size, **kw)
-    return hf.from_pretrained(name.split(":", 1)[1], image_size=image_size, **kw)
+        backbone = hf.from_preset(name.split(":", 1)[1], image_size=image_size, **kw)
+    else:
+        backbone = hf.from_pretrained(name.split(":", 1)[1], image_size=image_size, **kw)
+    if weights is not None:  # e.g. fine-tuned weights saved with save_weights
+        from jscore.backbones.weights import load_weights
+
+        backbone = dataclasses.replace(backbone, variables=load_weights(weights, backbone.variables))
+    return backbone
 
 
 def init_variables(backbone: Backbone, seed: int = 0):

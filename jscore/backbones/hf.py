@@ -91,9 +91,9 @@ def _base_module(config, dtype):
     raise ValueError(f"unsupported transformers model type {mt!r}; supported: {sorted(FAMILIES)}")
 
 
-def _split_variables(model, config, has_head: bool):
+def _split_variables(model, config, has_head: bool, params=None):
     """transformers' parameter tree -> {"params": {"backbone", "head"}, "batch_stats": {"backbone"}}."""
-    raw = jax.tree_util.tree_map(np.asarray, model.params)
+    raw = jax.tree_util.tree_map(np.asarray, model.params if params is None else params)
     if "params" in raw and "batch_stats" in raw:  # the BatchNorm families keep full variables
         params, stats = dict(raw["params"]), dict(raw["batch_stats"])
     else:
@@ -129,7 +129,8 @@ def _read_norm(path: Optional[str], model_type: str):
     return mean, std
 
 
-def _adapt(name: str, model, config, has_head: bool, image_size: Optional[int], dtype, norm_from: Optional[str]):
+def _adapt(name: str, model, config, has_head: bool, image_size: Optional[int], dtype, norm_from: Optional[str],
+           params=None):
     mt = config.model_type
     fixed = FAMILIES[mt][2]
     cfg_size = getattr(config, "image_size", None)
@@ -138,7 +139,7 @@ def _adapt(name: str, model, config, has_head: bool, image_size: Optional[int], 
     elif fixed and cfg_size and image_size != cfg_size:
         raise ValueError(f"{name}: this {mt} checkpoint takes {cfg_size} px inputs, not {image_size}")
     module, features_of = _base_module(config, dtype)
-    variables = _split_variables(model, config, has_head)
+    variables = _split_variables(model, config, has_head, params)
     uses_bn = "batch_stats" in variables
     num_source = int(variables["params"]["head"]["kernel"].shape[1]) if has_head else 0
 
@@ -190,11 +191,21 @@ def _has_head(config) -> bool:
     return any(a.endswith("ForImageClassification") for a in (config.architectures or []))
 
 
-def from_model(name: str, model, *, image_size: Optional[int] = None, dtype=jnp.float32,
+def from_model(name: str, model, *, params=None, image_size: Optional[int] = None, dtype=jnp.float32,
                norm_from: Optional[str] = None) -> Backbone:
-    """Adapt an instantiated transformers Flax model (base or `...ForImageClassification`)."""
+    """Adapt an instantiated transformers Flax model (base or `...ForImageClassification`);
+    `params` (transformers' own tree) replaces `model.params`, e.g. for `_do_init=False` models."""
     has_head = type(model).__name__.endswith("ForImageClassification")
-    return _adapt(name, model, model.config, has_head, image_size, dtype, norm_from)
+    return _adapt(name, model, model.config, has_head, image_size, dtype, norm_from, params)
+
+
+def random_params(model, seed: int = 0, image_size: Optional[int] = None):
+    """transformers' random initialisation, jitted and at a small input where the family allows
+    (eager initialisation dispatches thousands of tiny ops)."""
+    config = model.config
+    side = getattr(config, "image_size", None) if FAMILIES[config.model_type][2] else None
+    side = side or image_size or 32
+    return jax.jit(model.init_weights, static_argnums=1)(jax.random.key(seed), (1, side, side, 3))
 
 
 def from_config(config, *, name: Optional[str] = None, with_head: Optional[bool] = None, seed: int = 0,
@@ -209,12 +220,14 @@ def from_config(config, *, name: Optional[str] = None, with_head: Optional[bool]
         with_head = config.model_type != "clip_vision_model" and config.num_labels > 0
     with quiet_transformers():
         if config.model_type == "clip_vision_model":
-            model = FlaxCLIPVisionModel(config, seed=seed)
+            model = FlaxCLIPVisionModel(config, _do_init=False)
         elif with_head:
-            model = FlaxAutoModelForImageClassification.from_config(config, seed=seed)
+            model = FlaxAutoModelForImageClassification.from_config(config, _do_init=False)
         else:
-            model = FlaxAutoModel.from_config(config, seed=seed)
-    return from_model(name or f"random:{config.model_type}", model, image_size=image_size, dtype=dtype)
+            model = FlaxAutoModel.from_config(config, _do_init=False)
+    params = random_params(model, seed, image_size)
+    return from_model(name or f"random:{config.model_type}", model, params=params, image_size=image_size,
+                      dtype=dtype)
 
 
 def from_preset(preset: str, *, image_size: Optional[int] = None, seed: int = 0, dtype=jnp.float32,

@@ -14,13 +14,13 @@ from jscore.data.spec import open_dataset, parse_spec
 
 __all__ = [
     "ImageDataset", "Preprocess", "open_dataset", "parse_spec", "preprocess", "resize_crop", "normalize",
-    "to_rgb", "iter_batches", "Batch", "decode_image", "BadImageError", "group_split",
+    "to_rgb", "iter_batches", "Batch", "decode_image", "BadImageError", "group_split", "split_manifest",
 ]
 
 
 def __getattr__(name):
-    if name == "group_split":
-        from jscore.data.splits import group_split
+    if name in ("group_split", "split_manifest"):
+        from jscore.data import splits
 
-        return group_split
+        return getattr(splits, name)
     raise AttributeError(f"module 'jscore.data' has no attribute {name!r}")
