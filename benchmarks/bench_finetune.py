@@ -6,6 +6,8 @@ For a ResNet-18 and a ViT-S/16 (plain Flax, random weights) at 224 px, two timin
   host memory and placed (sharded) on the devices, on-device augmentation (flips, resized crop,
   rotation, hue), forward, cross-entropy on the new head, backward, the optax chain (weight
   decay, Nesterov SGD, cosine schedule), BatchNorm statistics, donated state.
+- loop without augmentation: the same step with a centre crop instead (isolates the
+  augmentation's cost from the rest of the loop).
 - bare: `jax.jit(value_and_grad(loss))` plus a plain SGD update on pre-made float32 batches
   already on the device: the reference for what the model itself costs.
 
@@ -134,22 +136,29 @@ def bench(name, batch, steps, bf16, num_classes=10):
     rng = np.random.default_rng(0)
     host_images = rng.integers(0, 256, size=(n, load, load, 3), dtype=np.uint8)
     host_labels = rng.integers(0, num_classes, size=n).astype(np.int32)
-    runner = _Runner(bb, variables, cfg, num_classes, image_input_fn(bb.preprocess, size, True), mesh, steps + 1)
     tx = make_optimizer(cfg, steps + 1)
-    state = jax.device_put(jax.tree.map(jnp.copy, init_state(variables, bb.feature_dim, num_classes, tx,
-                                                             jax.random.PRNGKey(1))), runner.replicated)
-    key = jax.device_put(jax.random.PRNGKey(2), runner.replicated)
+    key = None
     idx, w = _batches(n, batch, np.arange(n))
-    holder = {"state": state, "i": 0}
 
-    def loop_step():
-        i = holder["i"] % idx.shape[0]
-        holder["i"] += 1
-        holder["state"], m = runner.step(holder["state"], runner.put(host_images[idx[i]]),
-                                         runner.put(host_labels[idx[i]]), runner.put(w[i]), key)
-        return m
+    def time_loop(augment):
+        nonlocal key
+        runner = _Runner(bb, variables, cfg, num_classes, image_input_fn(bb.preprocess, size, augment), mesh, steps + 1)
+        state = jax.device_put(jax.tree.map(jnp.copy, init_state(variables, bb.feature_dim, num_classes, tx,
+                                                                 jax.random.PRNGKey(1))), runner.replicated)
+        key = jax.device_put(jax.random.PRNGKey(2), runner.replicated)
+        holder = {"state": state, "i": 0}
 
-    loop_first, loop_dt = timed(loop_step, steps)
+        def loop_step():
+            i = holder["i"] % idx.shape[0]
+            holder["i"] += 1
+            holder["state"], m = runner.step(holder["state"], runner.put(host_images[idx[i]]),
+                                             runner.put(host_labels[idx[i]]), runner.put(w[i]), key)
+            return m
+
+        return timed(loop_step, steps)
+
+    loop_first, loop_dt = time_loop(True)
+    noaug_first, noaug_dt = time_loop(False)
 
     # Bare reference: forward + backward + SGD on a pre-made, pre-normalised device batch.
     from jscore.finetune.train import init_head, split_variables, join_variables
@@ -182,7 +191,8 @@ def bench(name, batch, steps, bf16, num_classes=10):
         "model": name, "image_size": size, "batch": batch, "devices": len(jax.devices()),
         "device": getattr(dev, "device_kind", dev.platform), "dtype": "bfloat16" if bf16 else "float32",
         "loop_images_per_s": batch / loop_dt, "bare_images_per_s": batch / bare_dt,
-        "loop_over_bare_time": loop_dt / bare_dt,
+        "loop_noaug_images_per_s": batch / noaug_dt,
+        "loop_over_bare_time": loop_dt / bare_dt, "loop_noaug_over_bare_time": noaug_dt / bare_dt,
         "loop_compile_s": loop_first - loop_dt, "bare_compile_s": bare_first - bare_dt,
     }
 
@@ -201,7 +211,8 @@ def main():
         results.append(r)
         print(f"{r['model']:>8} {r['dtype']:>8} batch {r['batch']:4d} on {r['devices']}x {r['device']}: "
               f"loop {r['loop_images_per_s']:8.1f} img/s, bare {r['bare_images_per_s']:8.1f} img/s, "
-              f"loop/bare time {r['loop_over_bare_time']:.3f}; compile loop {r['loop_compile_s']:.1f} s, "
+              f"loop/bare time {r['loop_over_bare_time']:.3f} (without augmentation "
+              f"{r['loop_noaug_images_per_s']:.1f} img/s, {r['loop_noaug_over_bare_time']:.3f}); compile loop {r['loop_compile_s']:.1f} s, "
               f"bare {r['bare_compile_s']:.1f} s", flush=True)
     if args.json:
         with open(args.json, "w") as f:

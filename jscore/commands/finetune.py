@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--no-nesterov", action="store_true")
     g.add_argument("--end-lr", type=float, default=1e-6, help="the cosine schedule's final learning rate")
+    g.add_argument("--features-cache", metavar="DIR",
+                   help="linear-probe fast path (with --mode probe): extract the backbone's features once "
+                        "into DIR (or reuse them) and train the probe on them, without augmentation")
     g.add_argument("--no-augment", action="store_true", help="train on centre crops (no flips, crops, rotation, hue)")
     g.add_argument("--image-size", type=int, help="model input side (default: the backbone's)")
     g.add_argument("--load-size", type=int, help="side of the stored squares the crops come from (default: the preset's resize size)")
@@ -99,6 +102,8 @@ def run(args) -> int:
         raise ValueError(f"--load-size {load_size} is smaller than the image size {image_size}")
 
     progress = not args.no_progress
+    if args.features_cache and args.mode != "probe":
+        raise ValueError("--features-cache is the linear-probe fast path: use it with --mode probe")
     train_ds = open_dataset(args.data, args.train_split)
     num_classes = train_ds.num_classes
     named = [("val", args.data, args.val_split), ("test", args.data, args.test_split)] + extras
@@ -108,8 +113,18 @@ def run(args) -> int:
         if ds.num_classes != num_classes:
             raise ValueError(f"the {name} split ({spec} {split}) has {ds.num_classes} classes, training has {num_classes}")
         datasets[name] = ds
-    train = load_split(train_ds, load_size, progress=progress, desc="train")
-    splits = {name: load_split(ds, load_size, progress=progress, desc=name) for name, ds in datasets.items()}
+    if args.features_cache:
+        from jscore.features import extract
+        from jscore.finetune.probe import load_feature_split
+
+        def load(ds, desc):
+            path = extract(backbone, ds, args.features_cache, variables=variables, seed=args.seed, progress=progress)
+            return load_feature_split(path)[0]
+    else:
+        def load(ds, desc):
+            return load_split(ds, load_size, progress=progress, desc=desc)
+    train = load(train_ds, "train")
+    splits = {name: load(ds, name) for name, ds in datasets.items()}
     val = splits.pop("val")
 
     devices = jax.devices()
@@ -125,13 +140,25 @@ def run(args) -> int:
     )
     config.validate()
     dataset_name = args.dataset_name or args.data
-    records = sweep(
-        backbone, variables, train, val, splits, num_classes, points, config, args.out,
-        image_input_fn(backbone.preprocess, image_size, config.augment, config.augment_config),
-        model=args.backbone, dataset=dataset_name,
-        dataset_info={"spec": args.data, "train": train_ds.describe(), "load_size": load_size, "image_size": image_size},
-        select_by=args.select_by, devices=devices, progress=progress,
-    )
+    info = {"spec": args.data, "train": train_ds.describe(), "load_size": load_size, "image_size": image_size}
+    if args.features_cache:
+        from jscore.finetune.probe import feature_backbone, probe_config
+        from jscore.finetune.records import weights_fingerprint
+        from jscore.finetune.train import identity_input_fn
+
+        records = sweep(
+            feature_backbone(train.inputs.shape[1]), {}, train, val, splits, num_classes, points,
+            probe_config(config), args.out, identity_input_fn, model=args.backbone, dataset=dataset_name,
+            dataset_info=info, select_by=args.select_by, devices=devices, progress=progress,
+            inputs="features", weights_fingerprint=weights_fingerprint(variables),
+        )
+    else:
+        records = sweep(
+            backbone, variables, train, val, splits, num_classes, points, config, args.out,
+            image_input_fn(backbone.preprocess, image_size, config.augment, config.augment_config),
+            model=args.backbone, dataset=dataset_name, dataset_info=info,
+            select_by=args.select_by, devices=devices, progress=progress,
+        )
     if jax.process_index() == 0:
         from jscore.finetune.records import read_ground_truth
 

@@ -31,6 +31,15 @@ def feature_backbone(feature_dim: int, name: str = "cached-features") -> Backbon
 
 
 def probe_config(config):
-    """The run config for features: no augmentation (there are no images to augment); "full"
-    mode because the identity backbone has nothing to freeze."""
-    return dataclasses.replace(config, augment=False, mode="full")
+    """The run config for features: linear-probe mode, no augmentation (there are no images)."""
+    return dataclasses.replace(config, augment=False, mode="probe")
+
+
+def load_feature_split(path: str):
+    """A features file of the features stage (`jscore.features.extract`) -> (`Split` of float32
+    features `[N, D]` and int32 labels, num_classes)."""
+    from jscore.features import load_features
+    from jscore.finetune.loop import Split
+
+    f = load_features(path)
+    return Split(f["features"].astype("float32"), f["labels"].astype("int32")), int(f["num_classes"])

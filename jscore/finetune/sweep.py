@@ -26,11 +26,12 @@ from jscore.finetune.search import HParams
 from jscore.finetune.train import TrainConfig
 
 
-def run_id(model: str, dataset: str, config: TrainConfig) -> str:
+def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images") -> str:
     """A readable, deterministic id: `<model>__<dataset>__<mode>_s<seed>_lr<..>_wd<..>_<hash>`;
     the hash covers every field of the config, so changing any number makes a new run."""
     cfg = dataclasses.asdict(config)
-    digest = hashlib.sha256(json.dumps([model, dataset, cfg], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = lambda s: re.sub(r"[^A-Za-z0-9.\-]+", "-", s).strip("-")[:60]  # noqa: E731
     return (
         f"{safe(model)}__{safe(dataset)}__{config.mode}_s{config.seed}"
@@ -67,6 +68,8 @@ def sweep(
     devices=None,
     progress: bool = True,
     on_epoch_end: Optional[Callable[[str, int], None]] = None,
+    inputs: str = "images",
+    weights_fingerprint: Optional[str] = None,
 ) -> List[dict]:
     """Train `base_config` at every point (learning rate, weight decay); returns the records of
     this sweep (read back from `out_dir/runs.jsonl`, so resumed runs are included).
@@ -74,16 +77,19 @@ def sweep(
     `tests` maps split names to splits: "test" is the main one, the others are extra test sets
     (e.g. out of distribution) evaluated with the selected checkpoint as they are. A diverging
     run (NaN or infinite loss) is recorded with status "failed" and the sweep goes on.
+    `inputs` ("images", or "features" for the probe fast path) is recorded and enters the run
+    id; `weights_fingerprint` overrides the print of `variables` (the features path passes the
+    real backbone's).
     """
     if "test" not in tests:
         raise ValueError("tests must include a 'test' split")
     if select_by not in rec.SELECT_BY:
         raise ValueError(f"select_by must be one of {rec.SELECT_BY}, got {select_by!r}")
     os.makedirs(out_dir, exist_ok=True)
-    fingerprint = rec.weights_fingerprint(variables)
+    fingerprint = weights_fingerprint or rec.weights_fingerprint(variables)
     versions = rec.versions()
     configs = [dataclasses.replace(base_config, learning_rate=p.learning_rate, weight_decay=p.weight_decay) for p in points]
-    ids = [run_id(model, dataset, c) for c in configs]
+    ids = [run_id(model, dataset, c, inputs) for c in configs]
     done = {r["run_id"] for r in rec.read_records(out_dir)}
     sweep_bar = _bar(len(configs), f"sweep {model} on {dataset}", 0, True) if progress else None
     if sweep_bar is not None:
@@ -119,6 +125,7 @@ def sweep(
             "extra_tests": [k for k in tests if k != "test"],
             "seed": config.seed,
             "mode": config.mode,
+            "inputs": inputs,
             "learning_rate": config.learning_rate,
             "weight_decay": config.weight_decay,
             "momentum": config.momentum,

@@ -63,3 +63,21 @@ def test_cli_bad_input_is_one_clear_error(npz, tmp_path, capsys, extra, message)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_cli_probe_fast_path_on_cached_features(npz, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = ["finetune", "--backbone", "resnet8_w4", "--data", f"npz:{npz}", "--image-size", "12",
+            "--search", "point:0.1,1e-5", "--epochs", "2", "--batch-size", "16", "--mode", "probe",
+            "--features-cache", str(cache), "--devices", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    (r,) = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert r["status"] == "done" and r["inputs"] == "features" and r["mode"] == "probe"
+    assert r["augment"] is False and len(r["history"]) == 2
+    assert len(list(cache.glob("*.npz"))) == 3  # train, val, test features, extracted once
+    from jscore.backbones import get_backbone, init_variables
+    from jscore.backbones.weights import fingerprint
+
+    assert r["weights_fingerprint"] == fingerprint(init_variables(get_backbone("resnet8_w4", image_size=12), 0))
+    # Feature probing without --mode probe is refused.
+    assert main(argv[:-9] + ["--features-cache", str(cache), "--out", str(out)]) == 2
