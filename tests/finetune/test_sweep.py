@@ -105,3 +105,16 @@ def test_ground_truth_picks_best_validation_run(tmp_path):
     assert len(rec.read_records(str(tmp_path))) == 5
     rec.append_record(str(tmp_path / "n"), {"v": float("nan")})
     assert json.loads((tmp_path / "n" / rec.RUNS).read_text())["v"] is None
+
+
+def test_runs_sharing_one_compiled_step_equal_fresh_runs(tmp_path):
+    """The sweep reuses one compiled step across hyper-parameters (they live in the optimiser
+    state): the second run must equal the same run compiled on its own."""
+    from jscore.finetune import loop
+
+    points = [HParams(0.5, 1e-4), HParams(0.02, 1e-6)]
+    shared = _run(tmp_path / "a", points)
+    assert shared[0]["history"] != shared[1]["history"]
+    loop._RUNNERS.clear()
+    alone = _run(tmp_path / "b", points[1:])
+    assert _strip(alone[0]) == _strip(shared[1])
