@@ -123,7 +123,8 @@ def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accurac
     """One row per (dataset, model): the finished run with the best validation score.
 
     Columns: dataset, model, balanced_accuracy and accuracy (on the test split, of the chosen
-    run), the chosen run's val scores and hyper-parameters, `<extra>_balanced_accuracy` /
+    run), n_test (test-split size: the evaluate stage's noise estimate) and classes, the chosen
+    run's val scores and hyper-parameters, `<extra>_balanced_accuracy` /
     `<extra>_accuracy` for extra test sets, runs (finished), failed.
     """
     if select_by not in SELECT_BY:
@@ -151,6 +152,8 @@ def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accurac
             "model": r["model"],
             "balanced_accuracy": r["test_balanced_accuracy"],
             "accuracy": r["test_accuracy"],
+            "n_test": r.get("test_size"),
+            "classes": r.get("num_classes"),
             "val_balanced_accuracy": r["val_balanced_accuracy"],
             "val_loss": r["val_loss"],
             "learning_rate": r["learning_rate"],
@@ -176,7 +179,7 @@ def write_tables(out_dir: str, select_by: str = "val_balanced_accuracy") -> List
     _write_csv(
         os.path.join(out_dir, GROUND_TRUTH),
         rows,
-        ["dataset", "model", "balanced_accuracy", "accuracy", "val_balanced_accuracy", "val_loss",
+        ["dataset", "model", "balanced_accuracy", "accuracy", "n_test", "classes", "val_balanced_accuracy", "val_loss",
          "learning_rate", "weight_decay", "best_epoch", "run_id", "selected_by", "runs", "failed"],
     )
     return rows

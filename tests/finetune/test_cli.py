@@ -45,6 +45,7 @@ def test_cli_sweep_writes_records_and_ground_truth(npz, tmp_path, capsys):
     with open(out / "ground_truth.csv") as f:
         gt = list(csv.DictReader(f))
     assert len(gt) == 1 and gt[0]["model"] == "resnet8_w4"
+    assert gt[0]["n_test"] == "30" and gt[0]["classes"] == "3"  # for the evaluate stage's noise model
     assert float(gt[0]["balanced_accuracy"]) in {rr["test_balanced_accuracy"] for rr in records}
     assert "ground truth resnet8_w4" in capsys.readouterr().out
     # Same command again: both runs are already recorded, nothing is retrained.
