@@ -12,7 +12,7 @@ in inference mode so BatchNorm statistics stay as they are).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp

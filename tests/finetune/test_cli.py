@@ -8,7 +8,7 @@ import pytest
 
 from jscore.cli import main
 
-from conftest import synthetic_images
+from ft_helpers import synthetic_images
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from jscore.finetune.loop import Split, check_splits, fit
 from jscore.finetune.train import TrainConfig, image_input_fn
 
-from conftest import synthetic_images
+from ft_helpers import synthetic_images
 
 
 def _vars(tiny):
