@@ -77,3 +77,28 @@ def test_bad_splits_are_clear_errors():
         check_splits(tr, Split(tr.inputs[:4], tr.labels[:4]), {"ood": va}, 3)
     with pytest.raises(ValueError, match="outside"):
         check_splits(tr, va, {}, 2)
+
+
+def test_load_split_resizes_every_image_to_a_square():
+    from jscore.finetune.data import load_split
+
+    class Mixed:
+        num_classes, class_names = 2, ["a", "b"]
+        images = [np.full((20, 10), 7, np.uint8), np.arange(16 * 16 * 3, dtype=np.uint8).reshape(16, 16, 3) % 251]
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return self.images[i], i
+
+        def describe(self):
+            return {}
+
+    s = load_split(Mixed(), 16, workers=2)
+    assert s.inputs.shape == (2, 16, 16, 3) and s.inputs.dtype == np.uint8
+    np.testing.assert_array_equal(s.labels, [0, 1])
+    assert (s.inputs[0] == 7).all()  # a flat grey image stays flat, copied to RGB
+    np.testing.assert_array_equal(s.inputs[1], Mixed.images[1])  # already 16x16: untouched
+    with pytest.raises(ValueError, match="empty"):
+        load_split(type("Empty", (Mixed,), {"__len__": lambda self: 0})(), 16)
