@@ -129,6 +129,8 @@ def run(args) -> int:
 
     devices = jax.devices()
     if args.devices:
+        if args.distributed:
+            raise ValueError("--devices and --distributed do not combine: a multi-host run uses every device")
         if args.devices > len(jax.local_devices()):
             raise ValueError(f"--devices {args.devices}: only {len(jax.local_devices())} local devices")
         devices = jax.local_devices()[: args.devices]
