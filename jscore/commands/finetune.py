@@ -81,6 +81,10 @@ def run(args) -> int:
     points = parse_search(args.search, lr_range=parse_range(args.lr_range), wd_range=parse_range(args.wd_range),
                           seed=args.search_seed)
     extras = _extra_tests(args.extra_test)
+    if args.devices and args.distributed:
+        raise ValueError("--devices and --distributed do not combine: a multi-host run uses every device")
+    if args.features_cache and args.mode != "probe":
+        raise ValueError("--features-cache is the linear-probe fast path: use it with --mode probe")
 
     import jax
 
@@ -102,8 +106,6 @@ def run(args) -> int:
         raise ValueError(f"--load-size {load_size} is smaller than the image size {image_size}")
 
     progress = not args.no_progress
-    if args.features_cache and args.mode != "probe":
-        raise ValueError("--features-cache is the linear-probe fast path: use it with --mode probe")
     train_ds = open_dataset(args.data, args.train_split)
     num_classes = train_ds.num_classes
     named = [("val", args.data, args.val_split), ("test", args.data, args.test_split)] + extras
@@ -129,8 +131,6 @@ def run(args) -> int:
 
     devices = jax.devices()
     if args.devices:
-        if args.distributed:
-            raise ValueError("--devices and --distributed do not combine: a multi-host run uses every device")
         if args.devices > len(jax.local_devices()):
             raise ValueError(f"--devices {args.devices}: only {len(jax.local_devices())} local devices")
         devices = jax.local_devices()[: args.devices]
