@@ -113,8 +113,11 @@ def test_runs_sharing_one_compiled_step_equal_fresh_runs(tmp_path):
     from jscore.finetune import loop
 
     points = [HParams(0.5, 1e-4), HParams(0.02, 1e-6)]
+    loop._RUNNERS.clear()
     shared = _run(tmp_path / "a", points)
     assert shared[0]["history"] != shared[1]["history"]
+    (runner,) = [entry[2] for entry in loop._RUNNERS.values()]
+    assert runner.step._cache_size() == 1  # two runs, one compiled train step
     loop._RUNNERS.clear()
     alone = _run(tmp_path / "b", points[1:])
     assert _strip(alone[0]) == _strip(shared[1])
