@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--demo", action="store_true", help="score a small simulated zoo (no download)")
     p.add_argument("--scores", default="all", help="comma-separated score names (default: all that apply)")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="C; without it labels are remapped to their sorted unique values")
+                   help="C; default: the files' stored `num_classes`, else labels are remapped to their "
+                        "sorted unique values")
     p.add_argument("--seed", type=int, default=0, help="seed of N-LEEP's mixture initialisation")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -35,7 +36,10 @@ def load_npz(path: str) -> dict:
         raise ValueError(f"{path} has no `labels` array (found: {sorted(keys)})")
     if not keys & {"features", "source_probs", "source_logits"}:
         raise ValueError(f"{path} needs a `features`, `source_probs` or `source_logits` array (found: {sorted(keys)})")
-    return {k: data[k] for k in ("features", "labels", "source_probs", "source_logits") if k in keys}
+    out = {k: data[k] for k in ("features", "labels", "source_probs", "source_logits") if k in keys}
+    if "num_classes" in keys:  # written by `jscore extract`: keeps classes absent from a split
+        out["num_classes"] = int(data["num_classes"])
+    return out
 
 
 def format_table(results: dict, quality: dict | None = None) -> str:
@@ -73,14 +77,18 @@ def run(args) -> int:
     elif not args.files:
         raise ValueError("give one or more FILE.npz, or --demo")
     else:
-        models, labels = {}, None
+        models, labels, stored_classes = {}, None, set()
         for path in args.files:
             data = load_npz(path)
+            if "num_classes" in data:
+                stored_classes.add(data.pop("num_classes"))
             if labels is not None and len(data["labels"]) != len(labels):
                 raise ValueError(f"{path} has {len(data['labels'])} labels, the first file {len(labels)}: "
                                  "a zoo is scored on one dataset")
             labels = data.pop("labels") if labels is None else labels
             models[os.path.splitext(os.path.basename(path))[0]] = data
+        if args.num_classes is None and len(stored_classes) == 1:
+            args.num_classes = stored_classes.pop()
     if len(models) == 1:
         (name, inputs), = models.items()
         results = {name: jscore.score(inputs.get("features"), labels, source_probs=inputs.get("source_probs"),
