@@ -126,38 +126,36 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
                 jax.device_put(masks, per_model_sharding(mesh, 2)),
                 jax.device_put(y_pad, replicated(mesh)), jax.device_put(sample_mask, replicated(mesh)))
 
+    def buckets(field: str):
+        """(stack, masks) placed on devices, and the member models, per padded size and dtype."""
+        groups = defaultdict(list)
+        for model, v in checked.items():
+            a = getattr(v, field)
+            if a is not None:
+                groups[(bucket_size(a.shape[1], multiple), a.dtype)].append(model)
+        for (size, dtype), members in groups.items():
+            yield place(*pad_stack([getattr(checked[m], field) for m in members], size, dtype)), members
+
+    def collect(out, members):
+        for name, values in out.items():
+            for i, model in enumerate(members):
+                results[model][name] = float(values[i])
+
     feature_names = tuple(n_ for n_ in names if REGISTRY[n_].needs == "features")
     if feature_names:
-        buckets = defaultdict(list)
-        for model, v in checked.items():
-            if v.features is not None:
-                buckets[(bucket_size(v.features.shape[1], multiple), v.features.dtype)].append(model)
-        for (size, dtype), members in buckets.items():
-            stack, masks = pad_stack([checked[m].features for m in members], size, dtype)
-            x, fm, yy, sm = place(stack, masks)
+        for (x, fm, yy, sm), members in buckets("features"):
             fs = stacked_feature_stats(x, fm, yy, sm, num_classes=num_classes)
             h = {k: dict(v) for k, v in hp.items()}
             if "nleep" in feature_names and h["nleep"]["max_dims"] is None:
                 evals = np.asarray(fs.evals)
                 h["nleep"]["max_dims"] = max(nleep_dims(e, h["nleep"]["variance"]) for e in evals)
             frozen = tuple((n_, _freeze(h[n_])) for n_ in feature_names)
-            out = stacked_feature_scores(fs, key, names=feature_names, num_classes=num_classes, frozen=frozen)
-            for name, values in out.items():
-                for i, model in enumerate(members):
-                    results[model][name] = float(values[i])
+            collect(stacked_feature_scores(fs, key, names=feature_names, num_classes=num_classes, frozen=frozen),
+                    members)
     source_names = tuple(n_ for n_ in names if REGISTRY[n_].needs == "source")
     if source_names:
-        buckets = defaultdict(list)
-        for model, v in checked.items():
-            if v.source_probs is not None:
-                buckets[(bucket_size(v.source_probs.shape[1], multiple), v.source_probs.dtype)].append(model)
-        for (size, dtype), members in buckets.items():
-            stack, masks = pad_stack([checked[m].source_probs for m in members], size, dtype)
-            p, smask, yy, sm = place(stack, masks)
-            out = stacked_source_scores(p, smask, yy, sm, names=source_names, num_classes=num_classes)
-            for name, values in out.items():
-                for i, model in enumerate(members):
-                    results[model][name] = float(values[i])
+        for (p, smask, yy, sm), members in buckets("source_probs"):
+            collect(stacked_source_scores(p, smask, yy, sm, names=source_names, num_classes=num_classes), members)
     from jscore.api import check_finite
 
     for model, r in results.items():
