@@ -70,7 +70,7 @@ def _pad_rows(n: int, multiple: int) -> int:
 
 
 def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_classes: Optional[int] = None,
-                  seed: int = 0, multiple: int = 128, mesh=None, **options) -> dict:
+                  seed: int = 0, multiple: int = 128, mesh=None, float64: bool = False, **options) -> dict:
     """Score many models on one labelled dataset. See `jscore.score_zoo`.
 
     Args:
@@ -79,12 +79,21 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
       scores, num_classes, seed, **options: as for `jscore.score`.
       multiple: bucket granularity of the padded feature / source sizes.
       mesh: optional ("models", "data") mesh from `jscore.sharding.make_mesh`.
+      float64: compute in float64 (see `jscore.score`).
 
     Returns:
       {model: {score: float}}; a model lacking an input simply lacks the scores that need it.
     """
     from jscore.api import _freeze, hyperparams, resolve_scores
 
+    if float64:
+        from jscore._numerics import float64_scope
+
+        as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+        with float64_scope():
+            return score_buckets({m: {k: as64(v) for k, v in inputs.items()} for m, inputs in models.items()},
+                                 labels, scores=scores, num_classes=num_classes, seed=seed, multiple=multiple,
+                                 mesh=mesh, **options)
     if not models:
         raise ValueError("no models to score")
     have_features = any(m.get("features") is not None for m in models.values())

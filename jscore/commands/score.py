@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="C; default: the files' stored `num_classes`, else labels are remapped to their "
                         "sorted unique values")
     p.add_argument("--seed", type=int, default=0, help="seed of N-LEEP's mixture initialisation")
+    p.add_argument("--float64", action="store_true",
+                   help="compute in float64 (for severely ill-conditioned features; CPU/GPU only)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -93,10 +95,10 @@ def run(args) -> int:
         (name, inputs), = models.items()
         results = {name: jscore.score(inputs.get("features"), labels, source_probs=inputs.get("source_probs"),
                                       source_logits=inputs.get("source_logits"), scores=args.scores,
-                                      num_classes=args.num_classes, seed=args.seed)}
+                                      num_classes=args.num_classes, seed=args.seed, float64=args.float64)}
     else:
         results = jscore.score_zoo(models, labels, scores=args.scores, num_classes=args.num_classes,
-                                   seed=args.seed)
+                                   seed=args.seed, float64=args.float64)
     if args.json:
         json.dump(results if len(results) > 1 else next(iter(results.values())), sys.stdout, indent=2)
         print()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from jscore._numerics import float64_scope
+
 STAT_LABELS = {
     "tau": "Kendall tau-b",
     "wtau": "weighted tau",
@@ -65,15 +67,6 @@ def _intervals(point, samples, level, names):
     return cols
 
 
-def _float64(jax):
-    """Scoped float64: `jax.enable_x64` on recent JAX, `jax.experimental.enable_x64` before it."""
-    if hasattr(jax, "enable_x64"):
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64
-
-    return enable_x64()
-
-
 def evaluate_arrays(r, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, level: float = 0.95) -> Evaluation:
     """All statistics of a `ResultsArrays` with bootstrap intervals, plus rankings and diagnostics."""
     import jax
@@ -87,7 +80,7 @@ def evaluate_arrays(r, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, 
         raise ValueError(f"k must be >= 1, got {k}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    with _float64(jax):
+    with float64_scope():
         out = bootstrap(r.scores, r.truth, r.mask, r.counts, seed=seed, num_resamples=num_resamples, k=k)
         per = _intervals(out.per, out.per_samples, level, STATISTICS)
         summ = _intervals(out.summary, out.summary_samples, level, SUMMARY_STATISTICS)
