@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscore._numerics import float64_scope
 from jscore.scorers import REGISTRY
 from jscore.scorers.gbc import gbc_from_stats
 from jscore.scorers.hscore import hscore_from_stats
@@ -96,7 +97,7 @@ def _source_scores(probs, labels, *, names: tuple, num_classes: int):
 
 def score(features=None, labels=None, *, source_probs=None, source_logits=None,
           scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
-          **options) -> dict:
+          float64: bool = False, **options) -> dict:
     """Score one backbone's features on one target task with several scores at once.
 
     The shared work (centring, the Gram of the smaller side, its eigendecomposition, PCA, class
@@ -112,6 +113,9 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
         comma-separated string.
       num_classes: C, optional (see labels).
       seed: seeds N-LEEP's mixture initialisation.
+      float64: compute in float64 (CPU or GPU; not TPU). float32 treats directions whose variance
+        is below max(N, D) * eps(float32) of the largest as zero; features with condition
+        numbers beyond ~1e6 (e.g. a few massive activations) need float64 to keep them.
       **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
         `nleep={"components_per_class": 3}`.
 
@@ -121,6 +125,12 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     Raises:
       ValueError for bad input (see `jscore.validate.validate_inputs`).
     """
+    if float64:
+        with float64_scope():
+            as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+            return score(as64(features), labels, source_probs=as64(source_probs),
+                         source_logits=as64(source_logits), scores=scores, num_classes=num_classes,
+                         seed=seed, **options)
     have_source = source_probs is not None or source_logits is not None
     names = resolve_scores(scores, have_features=features is not None, have_source=have_source)
     unknown = set(options) - set(REGISTRY)
@@ -148,7 +158,18 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
     if source_names:
         results.update(_source_scores(v.source_probs, v.labels, names=source_names, num_classes=v.num_classes))
-    return {n: float(results[n]) for n in names}
+    out = {n: float(results[n]) for n in names}
+    check_finite(out)
+    return out
+
+
+def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> None:
+    """A score is never silently NaN: a non-finite value is an error that names the score."""
+    bad = [n for n, v in results.items() if not np.isfinite(v)]
+    if bad:
+        where = f" for model {model!r}" if model else ""
+        raise ValueError(f"score(s) {bad} came out non-finite{where}; the features may be degenerate "
+                         "(e.g. all identical) - please report this input")
 
 
 def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:

@@ -93,7 +93,8 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
       dim_mask: optional [d] 0/1; masked dimensions are ignored (unit variance, zero data).
       max_iters: EM iterations at most (static).
       tol: convergence threshold on the change of the mean log-likelihood.
-      reg_covar: added to every covariance's diagonal.
+      reg_covar: added to every covariance's diagonal (at least 10 d eps(dtype) times the largest
+        data variance, so that float32 Cholesky factorisations of thin components succeed).
 
     Returns:
       Gmm.
@@ -104,6 +105,11 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
     dm = _dim_mask(dim_mask, x.shape[1], dtype)
     w = jnp.ones(x.shape[:1], dtype) if sample_mask is None else jnp.asarray(sample_mask, dtype)
     x = x * dm
+    # float32 cannot factor a covariance whose spread is below its round-off: floor the added
+    # diagonal at 10 d eps times the largest data variance (negligible in float64, where this
+    # equals scikit-learn's reg_covar on any sensible data).
+    variance = jnp.sum(w[:, None] * (x - mm(w, x) / w.sum()) ** 2, axis=0) / w.sum()
+    reg_covar = jnp.maximum(reg_covar, 10 * dm.sum() * eps(dtype) * jnp.max(variance))
     means = jnp.asarray(means_init, dtype) * dm
     dist = jnp.sum((x[:, None, :] - means[None, :, :]) ** 2, axis=-1)
     hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), means.shape[0], dtype=dtype) * w[:, None]
