@@ -8,13 +8,15 @@ VAR_FLOOR = 1e-4
 
 
 def pca_project(features, dims):
-    """Centred features projected on the top min(dims, D) principal directions (no whitening).
+    """Centred features projected on the top min(dims, D, n) principal directions (no whitening;
+    the most components scikit-learn's PCA allows, as the spec fixes it).
 
-    Directions beyond the rank of the centred data carry zero variance; their coordinates are 0.
+    Directions beyond the rank of the centred data (<= n - 1) carry zero variance; their
+    coordinates are 0 (and their class variances get the floor).
     """
     f = as_f64(features)
     n, d = f.shape
-    k = min(dims, d)
+    k = min(dims, d, n)
     fc = f - f.mean(axis=0)
     _, _, vt = np.linalg.svd(fc, full_matrices=False)  # rows: directions, by decreasing variance
     z = fc @ vt[:k].T

@@ -52,8 +52,11 @@ def test_fit_gmm_matches_sklearn_float32():
     _, _, z, rng = _projected(3)
     z = z.astype(np.float32).astype(np.float64)
     m0 = z[rng.choice(len(z), size=6, replace=False)]
-    w0, _, c0 = nleep_oracle.hard_assignment_init(z, m0)
-    gm = _sklearn_fit(z, w0, m0, c0)
+    # In float32 fit_gmm floors reg_covar at 10 d eps32 times the largest data variance (so that
+    # Cholesky factorisations of thin components succeed; its docstring): give sklearn that.
+    reg = max(1e-6, 10 * z.shape[1] * np.finfo(np.float32).eps * z.var(axis=0).max())
+    w0, _, c0 = nleep_oracle.hard_assignment_init(z, m0, reg)
+    gm = _sklearn_fit(z, w0, m0, c0, reg_covar=reg)
     got = fit_gmm(jnp.asarray(z, jnp.float32), jnp.asarray(m0, jnp.float32))
     assert abs(int(got.num_iters) - gm.n_iter_) <= 1
     assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
@@ -126,6 +129,7 @@ def test_nleep_matches_oracle_float32():
     key = jax.random.PRNGKey(1)
     z, _ = nleep_oracle.pca_reduce(f, 0.8)
     idx = _engine_seeding_indices(z.astype(np.float32), 6, key)
-    want = nleep_oracle.nleep(f, y, 2, z[idx])
+    reg = max(1e-6, 10 * z.shape[1] * np.finfo(np.float32).eps * z.var(axis=0).max())  # as above
+    want = nleep_oracle.nleep(f, y, 2, z[idx], reg_covar=reg)
     got = nleep(jnp.asarray(f), jnp.asarray(y), num_classes=2, key=key, components_per_class=3)
     assert_close(got, want, np.float32, "iterative")
