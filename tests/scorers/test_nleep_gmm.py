@@ -10,6 +10,23 @@ from sklearn.mixture import GaussianMixture
 from tests.oracles import nleep as nleep_oracle
 from tests.oracles.data import class_features, class_labels
 from tests.tolerances import assert_close, tolerance
+from tests.scorers._engine import jitted_kmeans_plus_plus as _kmeans_pp
+
+
+def _posteriors(gmm, x, dim_mask=None):
+    from jscore.scorers.nleep import gmm_log_posteriors
+
+    return _jit_posteriors(gmm_log_posteriors)(gmm, x, dim_mask=dim_mask)
+
+
+_JIT = {}
+
+
+def _jit_posteriors(fn):
+    # One jitted wrapper (eager calls would compile every primitive separately).
+    if "post" not in _JIT:
+        _JIT["post"] = jax.jit(fn)
+    return _JIT["post"]
 
 
 def _projected(seed, n=90, d=10, c=3, separation=2.0):
@@ -29,7 +46,7 @@ def _sklearn_fit(z, w0, m0, c0, tol=1e-3, max_iter=100, reg_covar=1e-6):
 
 @pytest.mark.parametrize("seed", [1, 2, 4])
 def test_fit_gmm_matches_sklearn_float64(seed, x64):
-    from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors
+    from jscore.scorers.nleep import fit_gmm
 
     _, _, z, rng = _projected(seed)
     assert z.shape[1] == 4  # one shape for all seeds: one compilation
@@ -42,12 +59,12 @@ def test_fit_gmm_matches_sklearn_float64(seed, x64):
     np.testing.assert_allclose(got.weights, gm.weights_, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(got.means, gm.means_, rtol=1e-8, atol=1e-9)
     np.testing.assert_allclose(got.covariances, gm.covariances_, rtol=1e-7, atol=1e-9)
-    post = np.exp(np.asarray(gmm_log_posteriors(got, jnp.asarray(z))))
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(z))))
     np.testing.assert_allclose(post, gm.predict_proba(z), atol=1e-8)
 
 
 def test_fit_gmm_matches_sklearn_float32():
-    from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors
+    from jscore.scorers.nleep import fit_gmm
 
     _, _, z, rng = _projected(3)
     z = z.astype(np.float32).astype(np.float64)
@@ -60,13 +77,13 @@ def test_fit_gmm_matches_sklearn_float32():
     got = fit_gmm(jnp.asarray(z, jnp.float32), jnp.asarray(m0, jnp.float32))
     assert abs(int(got.num_iters) - gm.n_iter_) <= 1
     assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
-    post = np.exp(np.asarray(gmm_log_posteriors(got, jnp.asarray(z, jnp.float32))))
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(z, jnp.float32))))
     np.testing.assert_allclose(post, gm.predict_proba(z), atol=tolerance(np.float32, "iterative")[0])
 
 
 def test_fit_gmm_masks_equal_slicing(x64):
     # Padded rows (sample_mask 0) and padded dimensions (dim_mask 0) are exactly neutral.
-    from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors
+    from jscore.scorers.nleep import fit_gmm
 
     _, _, z, rng = _projected(4, n=60)
     m0 = z[rng.choice(len(z), size=6, replace=False)]
@@ -80,16 +97,14 @@ def test_fit_gmm_masks_equal_slicing(x64):
                   dim_mask=jnp.asarray(dm))
     assert int(got.num_iters) == int(ref.num_iters)
     np.testing.assert_allclose(got.mean_log_likelihood, ref.mean_log_likelihood, rtol=1e-9)
-    post = np.exp(np.asarray(gmm_log_posteriors(got, jnp.asarray(zp), dim_mask=jnp.asarray(dm))))
-    ref_post = np.exp(np.asarray(gmm_log_posteriors(ref, jnp.asarray(z))))
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(zp), dim_mask=jnp.asarray(dm))))
+    ref_post = np.exp(np.asarray(_posteriors(ref, jnp.asarray(z))))
     np.testing.assert_allclose(post[: len(z)], ref_post, atol=1e-9)
 
 
 def test_kmeans_plus_plus_picks_distinct_samples():
-    from jscore.scorers.nleep import kmeans_plus_plus
-
     _, _, z, _ = _projected(5, n=40)
-    means = np.asarray(kmeans_plus_plus(jnp.asarray(z, jnp.float32), 12, jax.random.PRNGKey(3)))
+    means = np.asarray(_kmeans_pp(jnp.asarray(z, jnp.float32), 12, jax.random.PRNGKey(3)))
     idx = [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
     np.testing.assert_allclose(means, z[idx].astype(np.float32), rtol=1e-6)
     assert len(set(idx)) == 12  # a chosen sample has distance 0, so it is never drawn again
@@ -98,9 +113,7 @@ def test_kmeans_plus_plus_picks_distinct_samples():
 def _engine_seeding_indices(z, num_components, key):
     """Row indices k-means++ picks from the key. Distances are rotation/sign invariant, so
     seeding on the oracle's projection picks the rows the engine picks on its own projection."""
-    from jscore.scorers.nleep import kmeans_plus_plus
-
-    means = np.asarray(kmeans_plus_plus(jnp.asarray(z), num_components, key))
+    means = np.asarray(_kmeans_pp(jnp.asarray(z), num_components, key))
     return [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
 
 
