@@ -202,3 +202,16 @@ def test_informative_inputs_score_higher_than_noise(name):
     hp = HP.get(name, {})
     good, bad = float(call(name, x, y, 3, **hp)), float(call(name, noise, y, 3, **hp))
     assert good > bad, (name, good, bad)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bfloat16_inputs_are_upcast_to_float32(name):
+    # bf16 inputs compute in float32: same value as float32 inputs holding the bf16-rounded data.
+    x, y = _base(name)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    if needs(name) == "source":  # rounding breaks the rows' sums; renormalise, then round
+        xb = jnp.asarray(np.asarray(xb, np.float32) / np.asarray(xb, np.float32).sum(1, keepdims=True),
+                         jnp.bfloat16)
+    got = call(name, xb, y, 3, **HP.get(name, {}))
+    assert got.dtype == jnp.float32
+    _close(name, got, call(name, np.asarray(xb, np.float32), y, 3, **HP.get(name, {})))
