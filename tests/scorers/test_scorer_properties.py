@@ -107,6 +107,20 @@ def test_masked_rows_equal_removed_rows(name):
     _close(name, got, _reference(name, xp[order], yp[order], sample_mask=mask[order]))
 
 
+@pytest.mark.parametrize("name", MASK_EQUALS_SLICING)
+def test_rows_padded_at_the_end_equal_unpadded(name):
+    # The layout of batches and chunks: padding rows appended at the end with mask 0 give the
+    # unpadded value directly, N-LEEP included (k-means++ draws by inverting the cumulative
+    # weights, which trailing zero weights leave unchanged).
+    x, y = _base(name)
+    extra = 7
+    xp = np.concatenate([x, _base(name, seed=9)[0][:extra] * 3])
+    yp = np.concatenate([y, np.arange(extra, dtype=y.dtype) % 3])
+    mask = np.r_[np.ones(len(y)), np.zeros(extra)].astype(np.float32)
+    hp = HP.get(name, {})
+    _close(name, call(name, xp, yp, 3, sample_mask=mask, **hp), call(name, x, y, 3, **hp))
+
+
 @pytest.mark.parametrize("name", FEATURE_PADDING_NEUTRAL)
 def test_zero_padded_feature_columns_with_mask(name):
     x, y = _base(name)
