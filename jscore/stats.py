@@ -75,8 +75,10 @@ class FeatureStats(NamedTuple):
 
 
 def default_rcond(num_samples: int, num_features: int, dtype) -> float:
-    """Relative eigenvalue cut-off of the numerical rank: max(N, D) * eps, numpy's matrix_rank rule."""
-    return max(num_samples, num_features) * eps(dtype)
+    """Relative eigenvalue cut-off of the numerical rank: 10 sqrt(max(N, D)) eps(dtype), about the
+    round-off floor of the eigenvalues of a Gram matrix summed over max(N, D) terms (1.2e-4 in
+    float32 at N = 10000; 2e-13 in float64)."""
+    return 10 * max(num_samples, num_features) ** 0.5 * eps(dtype)
 
 
 def rank_mask(evals, rcond: float):

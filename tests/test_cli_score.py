@@ -77,3 +77,12 @@ def test_demo_ranks_the_simulated_zoo_by_quality(capsys):
     worst = min(quality, key=quality.get)
     for name in ("logme", "leep", "nce", "gbc"):
         assert results[best][name] > results[worst][name], name
+
+
+def test_zoo_rows_are_named_by_the_stored_backbone(tmp_path, capsys):
+    for i, backbone in enumerate(["resnet8", "vit2_w64"]):
+        path, _ = _write(tmp_path, f"{backbone}__data__train__abc{i}.npz", seed=i)
+        (tmp_path / f"{backbone}__data__train__abc{i}.json").write_text(json.dumps({"backbone": backbone}))
+    files = sorted(str(p) for p in tmp_path.glob("*.npz"))
+    assert main(["score", *files, "--scores", "hscore", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"resnet8", "vit2_w64"}

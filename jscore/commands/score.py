@@ -44,6 +44,18 @@ def load_npz(path: str) -> dict:
     return out
 
 
+def model_name(path: str, taken) -> str:
+    """The backbone named in the metadata `jscore extract` writes beside the file, else the file's
+    stem; the stem too when two files name the same backbone."""
+    stem = os.path.splitext(path)[0]
+    try:
+        with open(stem + ".json") as f:
+            name = str(json.load(f)["backbone"])
+    except (OSError, ValueError, KeyError, TypeError):
+        name = None
+    return name if name and name not in taken else os.path.basename(stem)
+
+
 def format_table(results: dict, quality: dict | None = None) -> str:
     """Rows models, columns scores, each cell `value (rank)`; rank 1 = best (higher is better)."""
     names = []
@@ -88,7 +100,7 @@ def run(args) -> int:
                 raise ValueError(f"{path} has {len(data['labels'])} labels, the first file {len(labels)}: "
                                  "a zoo is scored on one dataset")
             labels = data.pop("labels") if labels is None else labels
-            models[os.path.splitext(os.path.basename(path))[0]] = data
+            models[model_name(path, models)] = data
         if args.num_classes is None and len(stored_classes) == 1:
             args.num_classes = stored_classes.pop()
     if len(models) == 1:
