@@ -6,14 +6,15 @@ from tests.oracles._common import as_f64, present_classes
 
 
 def default_rcond(n, d, dtype):
-    """The spec's cut-off: eigenvalues below rcond * lambda_max are dropped."""
-    return 10.0 * max(n, d) * float(np.finfo(dtype).eps)
+    """The spec's cut-off: eigenvalues below rcond * lambda_max are dropped, with
+    rcond = 10 sqrt(max(N, D)) eps(dtype) (the round-off floor of a Gram matrix)."""
+    return 10.0 * np.sqrt(max(n, d)) * float(np.finfo(dtype).eps)
 
 
 def hscore(features, labels, num_classes, rcond=None, dtype=np.float64):
     """H-score of features [N, D] for labels [N]; ddof 0 covariances.
 
-    `rcond` defaults to the spec's 10 * max(N, D) * eps(`dtype`) so that a float32 engine can be
+    `rcond` defaults to the spec's 10 * sqrt(max(N, D)) * eps(`dtype`) so that a float32 engine can be
     compared with the cut-off it uses (the score depends on which eigenvalues are dropped).
     """
     f = as_f64(features)

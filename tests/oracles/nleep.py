@@ -1,8 +1,8 @@
 """N-LEEP oracle (Li et al., CVPR 2021): LEEP with GMM posteriors on PCA-reduced features.
 
-The k-means++ seeding is random, so the oracle takes the initial means (in the PCA space) as an
-argument; everything after the seeding (PCA, hard-assignment init, EM, final posteriors, LEEP)
-is computed here the textbook way: an SVD for the PCA, scipy's multivariate normal log-density
+The k-means++ seeding is random, so the oracle takes the seeded means (in the PCA space) as an
+argument; everything after the seeding (Lloyd steps, hard-assignment init, EM, final posteriors,
+LEEP) and the PCA are computed here the textbook way: an SVD for the PCA, scipy's multivariate normal log-density
 for the E-step, loops over components for the M-step.
 """
 
@@ -29,6 +29,24 @@ def pca_reduce(features, variance=0.8):
     while cum[k - 1] <= variance:
         k += 1
     return fc @ vt[:k].T, k
+
+
+def nearest(x, means):
+    """[N] index of each sample's nearest mean (squared Euclidean; lowest index on ties)."""
+    return np.array([int(np.argmin([np.sum((xi - m) ** 2) for m in means])) for xi in x])
+
+
+def lloyd(x, means, num_iters):
+    """`num_iters` k-means (Lloyd) steps: assign to the nearest mean, move each mean to its
+    cluster's average; a cluster left empty keeps its mean."""
+    x = as_f64(x)
+    means = as_f64(means).copy()
+    for _ in range(num_iters):
+        assign = nearest(x, means)
+        for j in range(len(means)):
+            if np.any(assign == j):
+                means[j] = x[assign == j].mean(axis=0)
+    return means
 
 
 def hard_assignment_init(x, means_init, reg_covar=1e-6):
@@ -110,10 +128,12 @@ def mean_log_likelihood(x, weights, means, covs):
     return float(np.mean(logsumexp(log_joint(as_f64(x), weights, means, covs), axis=1)))
 
 
-def nleep(features, labels, num_classes, means_init, variance=0.8, max_iters=100, tol=1e-3,
-          reg_covar=1e-6):
-    """N-LEEP from given initial means [K, k] in the PCA space of `features`."""
+def nleep(features, labels, num_classes, seeded_means, variance=0.8, max_iters=100, tol=1e-3,
+          reg_covar=1e-6, kmeans_iters=10):
+    """N-LEEP from k-means++ seeded means [K, k] in the PCA space of `features` (refined by
+    `kmeans_iters` Lloyd steps, as the spec's initialisation)."""
     z, _ = pca_reduce(features, variance)
-    w, m, c = hard_assignment_init(z, means_init, reg_covar)
+    means0 = lloyd(z, seeded_means, kmeans_iters)
+    w, m, c = hard_assignment_init(z, means0, reg_covar)
     w, m, c, _, _ = em(z, w, m, c, max_iters, tol, reg_covar)
     return leep(posteriors(z, w, m, c), labels, num_classes)

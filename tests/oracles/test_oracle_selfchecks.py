@@ -236,3 +236,13 @@ def test_gbc_pca_matches_sklearn(n, d, c, rd):
     zs = PCA(n_components=k, svd_solver="full").fit_transform(f)
     signs = np.sign(np.sum(z * zs, axis=0))
     np.testing.assert_allclose(z, zs * signs, atol=1e-9)
+
+
+def test_lloyd_matches_sklearn_kmeans():
+    from sklearn.cluster import KMeans
+
+    z, means0 = _gmm_case(3)
+    ours = nleep_oracle.lloyd(z, means0, 10)
+    km = KMeans(n_clusters=len(means0), init=means0, n_init=1, max_iter=10, tol=0.0,
+                algorithm="lloyd").fit(z)
+    np.testing.assert_allclose(ours, km.cluster_centers_, atol=1e-10)
