@@ -66,7 +66,12 @@ def _engine(name, x, y, c):
     return jscore.REGISTRY[name].fn(x, y, num_classes=c)
 
 
-@pytest.mark.parametrize("case", FEATURE_CASES, ids=[c[0] for c in FEATURE_CASES])
+# The per-function float64 test below covers these two cases; the rest go through jscore.score.
+SINGLE_FUNCTION_CASES = [c for c in FEATURE_CASES if c[0] in ("n>d", "rank_deficient_n<d")]
+THROUGH_SCORE_CASES = [c for c in FEATURE_CASES if c not in SINGLE_FUNCTION_CASES]
+
+
+@pytest.mark.parametrize("case", THROUGH_SCORE_CASES, ids=[c[0] for c in THROUGH_SCORE_CASES])
 def test_feature_scores_float64_through_score(case, x64):
     # The whole grid through the public entry point: one compiled program per shape for the four
     # scores (the per-score functions share the same *_from_stats code; they are compared below).
@@ -77,9 +82,6 @@ def test_feature_scores_float64_through_score(case, x64):
     for name in FEATURE_SCORES:
         assert_close(got[name], _oracle(name, f, y, c, np.float64), np.float64, SCORE_KIND[name],
                      err_msg=f"{name} {case}")
-
-
-SINGLE_FUNCTION_CASES = [c for c in FEATURE_CASES if c[0] in ("n>d", "rank_deficient_n<d")]
 
 
 @pytest.mark.parametrize("case", SINGLE_FUNCTION_CASES, ids=[c[0] for c in SINGLE_FUNCTION_CASES])
