@@ -19,7 +19,7 @@ from jscore.scorers.logme import logme_from_stats
 from jscore.scorers.nce import nce_from_stats
 from jscore.scorers.nleep import nleep_dims, nleep_from_stats
 from jscore.scorers.reg_hscore import reg_hscore_from_stats
-from jscore.stats import feature_stats, label_stats, source_stats
+from jscore.stats import SourceStats, feature_stats, label_stats
 from jscore.validate import validate_inputs
 
 _FROM_STATS = {
@@ -86,12 +86,16 @@ def _feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
 
 
 @partial(jax.jit, static_argnames=("names", "num_classes"))
-def _source_scores(probs, labels, *, names: tuple, num_classes: int):
+def _source_scores(probs, top, labels, *, names: tuple, num_classes: int):
+    """LEEP and NCE from one pass; `top` [N] is the argmax of `probs`, taken on the host where the
+    inputs already are (XLA:CPU's argmax over [N, Cs] is several times slower than NumPy's)."""
+    onehot = label_stats(labels, num_classes, None, probs.dtype).onehot
     out = {}
     if "leep" in names:
-        out["leep"] = leep_from_onehot(probs, label_stats(labels, num_classes, None, probs.dtype).onehot)
+        out["leep"] = leep_from_onehot(probs, onehot)
     if "nce" in names:
-        out["nce"] = nce_from_stats(source_stats(probs, labels, num_classes=num_classes))
+        table = jnp.zeros((probs.shape[1], num_classes), probs.dtype).at[top].add(onehot)
+        out["nce"] = nce_from_stats(SourceStats(None, table, onehot.sum()))
     return out
 
 
@@ -157,7 +161,8 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
                                        num_classes=v.num_classes, frozen=frozen))
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
     if source_names:
-        results.update(_source_scores(v.source_probs, v.labels, names=source_names, num_classes=v.num_classes))
+        top = np.argmax(v.source_probs, axis=1).astype(np.int32)
+        results.update(_source_scores(v.source_probs, top, v.labels, names=source_names, num_classes=v.num_classes))
     out = {n: float(results[n]) for n in names}
     check_finite(out)
     return out

@@ -164,5 +164,6 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
     probs = probs * smask[None, :]
     # Masked source classes can never be the argmax.
     top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
-    argmax_onehot = jax.nn.one_hot(top, n_src, dtype=dtype)
-    return SourceStats(mm(probs.T, ls.onehot), mm(argmax_onehot.T, ls.onehot), ls.n)
+    # The argmax table by scatter-add: O(N), no [N, Cs] one-hot.
+    counts = jnp.zeros((n_src, num_classes), dtype).at[top].add(ls.onehot)
+    return SourceStats(mm(probs.T, ls.onehot), counts, ls.n)
