@@ -7,9 +7,10 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jscore._numerics import safe_div, xlogy_safe
-from jscore.stats import SourceStats, source_stats
+from jscore.stats import SourceStats, label_stats, source_stats
 
 
 def nce_from_stats(st: SourceStats):
@@ -20,6 +21,20 @@ def nce_from_stats(st: SourceStats):
 
 
 @partial(jax.jit, static_argnames=("num_classes",))
+def _nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None):
+    return nce_from_stats(source_stats(source_probs, labels, num_classes=num_classes,
+                                       sample_mask=sample_mask, source_mask=source_mask))
+
+
+@partial(jax.jit, static_argnames=("num_classes", "num_source_classes", "dtype"))
+def nce_from_top(top, labels, *, num_classes: int, num_source_classes: int, sample_mask=None,
+                 dtype=jnp.float32):
+    """NCE from the predicted source classes top [N] (ints in [0, num_source_classes))."""
+    ls = label_stats(labels, num_classes, sample_mask, dtype)
+    table = jnp.zeros((num_source_classes, num_classes), ls.onehot.dtype).at[top].add(ls.onehot)
+    return nce_from_stats(SourceStats(None, table, ls.n))
+
+
 def nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None):
     """NCE: minus the conditional entropy of the target labels given the source model's
     predicted labels.
@@ -40,6 +55,17 @@ def nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask
 
     Example:
       >>> nce(jnp.eye(2)[jnp.array([0, 0, 1, 1])], jnp.array([0, 0, 1, 1]), num_classes=2)  # 0.0
+
+    Called on concrete NumPy inputs, the argmax runs in NumPy (XLA:CPU's argmax over [N, Cs] is
+    several times slower); under a trace, or on device arrays, it runs in JAX. Same result.
     """
-    return nce_from_stats(source_stats(source_probs, labels, num_classes=num_classes,
-                                       sample_mask=sample_mask, source_mask=source_mask))
+    if isinstance(source_probs, np.ndarray) and not isinstance(labels, jax.core.Tracer):
+        probs = source_probs
+        if source_mask is not None:
+            probs = np.where(np.asarray(source_mask)[None, :] > 0, probs, -np.inf)
+        top = np.argmax(probs, axis=1).astype(np.int32)
+        dtype = jnp.float64 if probs.dtype == np.float64 and jax.config.jax_enable_x64 else jnp.float32
+        return nce_from_top(top, labels, num_classes=num_classes, num_source_classes=probs.shape[1],
+                            sample_mask=sample_mask, dtype=dtype)
+    return _nce(source_probs, labels, num_classes=num_classes, sample_mask=sample_mask,
+                source_mask=source_mask)
