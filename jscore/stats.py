@@ -86,17 +86,23 @@ def rank_mask(evals, rcond: float):
     return evals > jnp.maximum(rcond * evals[0], jnp.finfo(evals.dtype).tiny)
 
 
+def _matrix_for_labels(name: str, array, labels):
+    """`array` [N, K] upcast to float32 (float64 stays), after checking its rank and that labels
+    are [N]: shape errors surface at trace time, named."""
+    array = jnp.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, {'D' if name == 'features' else 'Cs'}], got shape {array.shape}")
+    if jnp.shape(labels) != array.shape[:1]:
+        raise ValueError(f"labels have shape {jnp.shape(labels)}, expected ({array.shape[0]},) to match {name}")
+    dtype = jnp.float64 if array.dtype == jnp.float64 else jnp.float32
+    return array.astype(dtype), dtype
+
+
 def feature_stats(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None,
                   rcond: float | None = None) -> FeatureStats:
     """Centre, decompose and project once. features [N, D] float, labels [N] int."""
-    features = jnp.asarray(features)
-    if features.ndim != 2:
-        raise ValueError(f"features must be 2-D [N, D], got shape {features.shape}")
-    n_rows, n_cols = features.shape
-    if jnp.shape(labels) != (n_rows,):
-        raise ValueError(f"labels have shape {jnp.shape(labels)}, expected ({n_rows},) to match features")
-    dtype = jnp.float64 if features.dtype == jnp.float64 else jnp.float32
-    x = features.astype(dtype)
+    x, dtype = _matrix_for_labels("features", features, labels)
+    n_rows, n_cols = x.shape
     ls = label_stats(labels, num_classes, sample_mask, dtype)
     fmask = as_mask(feature_mask, n_cols, dtype)
     # Masks are weights, never slicing: padded rows and columns become exact zeros.
@@ -151,14 +157,8 @@ class SourceStats(NamedTuple):
 
 def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None) -> SourceStats:
     """Joint tables of source predictions and target labels. source_probs [N, Cs], labels [N]."""
-    probs = jnp.asarray(source_probs)
-    if probs.ndim != 2:
-        raise ValueError(f"source_probs must be 2-D [N, Cs], got shape {probs.shape}")
-    n_rows, n_src = probs.shape
-    if jnp.shape(labels) != (n_rows,):
-        raise ValueError(f"labels have shape {jnp.shape(labels)}, expected ({n_rows},) to match source_probs")
-    dtype = jnp.float64 if probs.dtype == jnp.float64 else jnp.float32
-    probs = probs.astype(dtype)
+    probs, dtype = _matrix_for_labels("source_probs", source_probs, labels)
+    n_src = probs.shape[1]
     ls = label_stats(labels, num_classes, sample_mask, dtype)
     smask = as_mask(source_mask, n_src, dtype)
     probs = probs * smask[None, :]

@@ -3,6 +3,8 @@ metrics test_common): each property has a list of the scores it applies to, and
 `test_every_registry_entry_is_classified` fails when a new score is not placed in every list
 (or explicitly exempted with a reason)."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,6 +169,22 @@ def test_jit_equals_eager(name):
     _close(name, jitted, eager)
 
 
+@contextlib.contextmanager
+def counted_compiles():
+    """Collects one entry per backend compilation inside the block."""
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield compiles
+    finally:
+        monitoring.unregister_event_duration_listener(listener)
+
+
 @pytest.mark.parametrize("name", NO_RECOMPILE)
 def test_second_call_same_shapes_does_not_recompile(name):
     hp = HP.get(name, {})
@@ -175,33 +193,15 @@ def test_second_call_same_shapes_does_not_recompile(name):
     x2, y2 = _base(name, seed=5)  # new values, same shapes and dtypes
     if needs(name) == "features":
         x2 = x * 1.5 + 0.25  # same spectrum shape, so N-LEEP's host-side PCA bucket is unchanged
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with counted_compiles() as compiles:
         call(name, x2, y2, 3, **hp).block_until_ready()
-    finally:
-        monitoring.unregister_event_duration_listener(listener)
     assert not compiles, f"{name} recompiled {len(compiles)} program(s) for the same shapes"
 
 
 def test_compile_listener_sees_compilations():
     # Guards the previous test: the listener must fire when something does compile.
-    compiles = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiles.append(event)
-
-    monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with counted_compiles() as compiles:
         jax.jit(lambda a: a * 3 + 1)(jnp.arange(7.0)).block_until_ready()
-    finally:
-        monitoring.unregister_event_duration_listener(listener)
     assert compiles
 
 
