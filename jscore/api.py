@@ -1,0 +1,163 @@
+"""The public entry points: `score` (one feature matrix, every score from one shared
+decomposition) and `score_zoo` (many backbones on one dataset, vmapped per shape bucket)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Iterable, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jscore.scorers import REGISTRY
+from jscore.scorers.gbc import gbc_from_stats
+from jscore.scorers.hscore import hscore_from_stats
+from jscore.scorers.leep import leep_from_onehot
+from jscore.scorers.logme import logme_from_stats
+from jscore.scorers.nce import nce_from_stats
+from jscore.scorers.nleep import nleep_dims, nleep_from_stats
+from jscore.scorers.reg_hscore import reg_hscore_from_stats
+from jscore.stats import feature_stats, label_stats, source_stats
+from jscore.validate import validate_inputs
+
+_FROM_STATS = {
+    "hscore": hscore_from_stats,
+    "reg_hscore": reg_hscore_from_stats,
+    "logme": logme_from_stats,
+    "gbc": gbc_from_stats,
+}
+
+
+def resolve_scores(scores: Union[str, Iterable[str]], *, have_features: bool, have_source: bool):
+    """The requested score names in registry order; "all" means every score whose inputs exist."""
+    if isinstance(scores, str):
+        if scores == "all":
+            return tuple(n for n, s in REGISTRY.items()
+                         if (s.needs == "features" and have_features) or (s.needs == "source" and have_source))
+        scores = [s.strip() for s in scores.split(",") if s.strip()]
+    names = list(scores)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown score(s) {unknown}; known: {sorted(REGISTRY)}")
+    for n in names:
+        need = REGISTRY[n].needs
+        if need == "features" and not have_features:
+            raise ValueError(f"{n} needs features")
+        if need == "source" and not have_source:
+            raise ValueError(f"{n} needs source_probs or source_logits (the source model's predictions)")
+    return tuple(n for n in REGISTRY if n in names)
+
+
+def hyperparams(name: str, options: Mapping) -> dict:
+    """Defaults of `name` updated with options[name] (a dict), checked against the registry."""
+    hp = dict(REGISTRY[name].hyperparams)
+    given = dict(options.get(name, {}) or {})
+    unknown = set(given) - set(hp)
+    if unknown:
+        raise ValueError(f"{name} has no hyper-parameter(s) {sorted(unknown)}; it takes {sorted(hp)}")
+    hp.update(given)
+    return hp
+
+
+def _freeze(hp: dict) -> tuple:
+    return tuple(sorted(hp.items()))
+
+
+@partial(jax.jit, static_argnames=("num_classes",))
+def _shared(features, labels, *, num_classes: int):
+    return feature_stats(features, labels, num_classes=num_classes)
+
+
+@partial(jax.jit, static_argnames=("names", "num_classes", "frozen"))
+def _feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
+    hp = {name: dict(h) for name, h in frozen}
+    out = {}
+    for name in names:
+        if name == "nleep":
+            out[name] = nleep_from_stats(fs, key, num_classes=num_classes, **hp[name])
+        elif name == "hscore" and hp[name].get("rcond") is not None:
+            out[name] = hscore_from_stats(fs, rcond=hp[name]["rcond"])
+        else:
+            h = {k: v for k, v in hp[name].items() if k != "rcond"}
+            out[name] = _FROM_STATS[name](fs, **h)
+    return out
+
+
+@partial(jax.jit, static_argnames=("names", "num_classes"))
+def _source_scores(probs, labels, *, names: tuple, num_classes: int):
+    out = {}
+    if "leep" in names:
+        out["leep"] = leep_from_onehot(probs, label_stats(labels, num_classes, None, probs.dtype).onehot)
+    if "nce" in names:
+        out["nce"] = nce_from_stats(source_stats(probs, labels, num_classes=num_classes))
+    return out
+
+
+def score(features=None, labels=None, *, source_probs=None, source_logits=None,
+          scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
+          **options) -> dict:
+    """Score one backbone's features on one target task with several scores at once.
+
+    The shared work (centring, the Gram of the smaller side, its eigendecomposition, PCA, class
+    counts and means) is done once and every requested score derives from it.
+
+    Args:
+      features: [N, D] features (needed by hscore, reg_hscore, nleep, logme, gbc).
+      labels: [N] integer labels. Without `num_classes`, labels are remapped to the index of their
+        sorted unique values; with it they must lie in [0, num_classes).
+      source_probs: [N, Cs] source-model probabilities (needed by leep, nce); or
+      source_logits: [N, Cs] source-model logits (softmaxed here).
+      scores: "all" (every score whose inputs were given), a list of registry names, or a
+        comma-separated string.
+      num_classes: C, optional (see labels).
+      seed: seeds N-LEEP's mixture initialisation.
+      **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
+        `nleep={"components_per_class": 3}`.
+
+    Returns:
+      dict score name -> float, in registry order.
+
+    Raises:
+      ValueError for bad input (see `jscore.validate.validate_inputs`).
+    """
+    have_source = source_probs is not None or source_logits is not None
+    names = resolve_scores(scores, have_features=features is not None, have_source=have_source)
+    unknown = set(options) - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}: options are per score, e.g. gbc={{'dims': 32}}")
+    hp = {n: hyperparams(n, options) for n in names}
+    min_per_class = max([REGISTRY[n].min_per_class for n in names] or [1])
+    v = validate_inputs(features if any(REGISTRY[n].needs == "features" for n in names) else None,
+                        labels, source_probs, source_logits=source_logits, num_classes=num_classes,
+                        min_per_class=min_per_class)
+    if "nleep" in names:
+        components = hp["nleep"]["components_per_class"] * v.num_classes
+        if v.labels.shape[0] < components:
+            raise ValueError(f"nleep fits {components} mixture components (components_per_class x C) and needs "
+                             f"at least that many samples, got {v.labels.shape[0]}")
+    results = {}
+    feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
+    if feature_names:
+        fs = _shared(v.features, v.labels, num_classes=v.num_classes)
+        if "nleep" in feature_names and hp["nleep"]["max_dims"] is None:
+            hp["nleep"]["max_dims"] = nleep_dims(fs.evals, hp["nleep"]["variance"])
+        frozen = tuple((n, _freeze(hp[n])) for n in feature_names)
+        results.update(_feature_scores(fs, jax.random.PRNGKey(seed), names=feature_names,
+                                       num_classes=v.num_classes, frozen=frozen))
+    source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
+    if source_names:
+        results.update(_source_scores(v.source_probs, v.labels, names=source_names, num_classes=v.num_classes))
+    return {n: float(results[n]) for n in names}
+
+
+def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
+    """Score several backbones on one dataset: {model: {"features": [N, D], "source_probs":
+    [N, Cs] (optional)}} -> {model: {score: float}}. Keyword arguments as for `score`.
+
+    Models whose feature sizes share a bucket (D padded to a multiple of 128) run as one vmapped
+    program; see `jscore.batch`.
+    """
+    from jscore.batch import score_buckets
+
+    return score_buckets(models, labels, **kwargs)

@@ -1,0 +1,75 @@
+"""The scores and their registry.
+
+Every score is a pure, jit-compiled function following one contract (see docs/scorers.md):
+`value = name(features_or_source_probs, labels, *, num_classes, sample_mask=None, ...)`, higher
+is better. `REGISTRY` records, for each score, what it needs, its natural range, its paper and
+its hyper-parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional, Tuple
+
+from jscore.scorers.gbc import gbc, gbc_from_stats
+from jscore.scorers.hscore import hscore, hscore_from_stats
+from jscore.scorers.leep import leep
+from jscore.scorers.logme import logme, logme_from_stats, logme_regression
+from jscore.scorers.nce import nce, nce_from_stats
+from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors, nleep, nleep_from_stats
+from jscore.scorers.reg_hscore import reg_hscore, reg_hscore_from_stats
+from jscore.validate import validate_inputs
+
+
+class ScoreSpec(NamedTuple):
+    """One registry entry.
+
+    needs: "features" (features [N, D]) or "source" (source probabilities [N, Cs]).
+    range: (low, high) natural bounds, None where unbounded; "C-1" means num_classes - 1.
+    hyperparams: keyword defaults the function accepts.
+    min_per_class: samples each present class needs.
+    """
+
+    name: str
+    fn: Callable
+    needs: str
+    range: Tuple[Optional[object], Optional[object]]
+    paper: str
+    hyperparams: dict
+    min_per_class: int
+
+
+REGISTRY = {
+    "hscore": ScoreSpec("hscore", hscore, "features", (0.0, "C-1"),
+                        "Bao et al., An Information-theoretic Approach to Transferability in Task "
+                        "Transfer Learning, ICIP 2019", {"rcond": None}, 1),
+    "reg_hscore": ScoreSpec("reg_hscore", reg_hscore, "features", (0.0, "C-1"),
+                            "Ibrahim et al., Newer is not always better: Rethinking transferability "
+                            "metrics, their peculiarities, stability and performance, NeurIPS 2021",
+                            {}, 1),
+    "nce": ScoreSpec("nce", nce, "source", (None, 0.0),
+                     "Tran et al., Transferability and Hardness of Supervised Classification Tasks, "
+                     "ICCV 2019", {}, 1),
+    "leep": ScoreSpec("leep", leep, "source", (None, 0.0),
+                      "Nguyen et al., LEEP: A New Measure to Evaluate Transferability of Learned "
+                      "Representations, ICML 2020", {}, 1),
+    "nleep": ScoreSpec("nleep", nleep, "features", (None, 0.0),
+                       "Li et al., Ranking Neural Checkpoints, CVPR 2021",
+                       {"variance": 0.8, "components_per_class": 5, "max_iters": 100, "tol": 1e-3,
+                        "reg_covar": 1e-6, "max_dims": None}, 2),
+    "logme": ScoreSpec("logme", logme, "features", (None, None),
+                       "You et al., LogME: Practical Assessment of Pre-trained Models for Transfer "
+                       "Learning, ICML 2021; Ranking and Tuning Pre-trained Models, JMLR 2022",
+                       {"max_iters": 100, "tol": 1e-5}, 1),
+    "gbc": ScoreSpec("gbc", gbc, "features", (None, 0.0),
+                     "Pandy et al., Transferability Estimation using Bhattacharyya Class "
+                     "Separability, CVPR 2022", {"dims": 64, "gaussian": "spherical"}, 2),
+}
+
+SCORE_NAMES = tuple(REGISTRY)
+
+__all__ = [
+    "REGISTRY", "SCORE_NAMES", "ScoreSpec", "validate_inputs",
+    "hscore", "reg_hscore", "nce", "leep", "nleep", "logme", "logme_regression", "gbc",
+    "hscore_from_stats", "reg_hscore_from_stats", "nce_from_stats", "nleep_from_stats",
+    "logme_from_stats", "gbc_from_stats", "fit_gmm", "gmm_log_posteriors",
+]

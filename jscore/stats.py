@@ -1,0 +1,166 @@
+"""Statistics shared by the scores, computed once per feature matrix.
+
+`feature_stats` centres the features, forms the Gram matrix of the smaller side (N x N when
+N <= D, the D x D scatter otherwise), eigendecomposes it and projects the class means and the
+global mean onto the eigenbasis. H-score, regularised H-score, LogME, GBC and N-LEEP all derive
+from this one decomposition, so scoring all of them costs little more than the dearest one.
+
+`SourceStats` holds the joint table of source probabilities and target labels that LEEP and NCE
+need; it is a sum over samples, so chunks and devices combine with `merge`.
+
+Notation: n valid samples (sample-mask weight), C classes, D feature columns of which D_eff
+valid, Xc the centred masked features, S = Xc^T Xc the scatter (no 1/n), r the number of
+eigenpairs computed (N in the Gram path, D in the scatter path).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jscore._numerics import as_mask, eigh_descending, eps, mm, safe_div
+
+
+class LabelStats(NamedTuple):
+    """weights [N] (sample mask), onehot [N, C] (weighted), counts [C], n (scalar)."""
+
+    weights: jax.Array
+    onehot: jax.Array
+    counts: jax.Array
+    n: jax.Array
+
+
+def label_stats(labels, num_classes: int, sample_mask, dtype) -> LabelStats:
+    labels = jnp.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D [N], got shape {labels.shape}")
+    w = as_mask(sample_mask, labels.shape[0], dtype)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=dtype) * w[:, None]
+    counts = onehot.sum(0)
+    return LabelStats(w, onehot, counts, w.sum())
+
+
+class FeatureStats(NamedTuple):
+    """The shared decomposition of one feature matrix (see the module docstring).
+
+    Attributes:
+      labels: LabelStats.
+      xc: [N, D] centred features, zero on masked rows and columns.
+      mean: [D] mean of the valid rows (zero on masked columns).
+      d_eff: scalar, number of valid feature columns.
+      evals: [r] eigenvalues of S, descending, >= 0.
+      evecs: [r, r] eigenvectors: U of Xc Xc^T (Gram path, r = N) or V of S (scatter path, r = D).
+      kept: [r] bool, eigenvalues above the numerical-rank cut-off.
+      class_proj: [C, r] V^T (mu_c - mu), zero for absent classes and dropped directions.
+      mean_proj: [r] V^T mu on the kept directions.
+      mean_null_sq: scalar, squared norm of the part of mu outside the kept directions.
+    """
+
+    labels: LabelStats
+    xc: jax.Array
+    mean: jax.Array
+    d_eff: jax.Array
+    evals: jax.Array
+    evecs: jax.Array
+    kept: jax.Array
+    class_proj: jax.Array
+    mean_proj: jax.Array
+    mean_null_sq: jax.Array
+
+    @property
+    def is_gram(self) -> bool:
+        return self.xc.shape[0] <= self.xc.shape[1]
+
+
+def default_rcond(num_samples: int, num_features: int, dtype) -> float:
+    """Relative eigenvalue cut-off of the numerical rank: max(N, D) * eps, numpy's matrix_rank rule."""
+    return max(num_samples, num_features) * eps(dtype)
+
+
+def rank_mask(evals, rcond: float):
+    """[r] bool: eigenvalues above rcond * the largest (and above zero)."""
+    return evals > jnp.maximum(rcond * evals[0], jnp.finfo(evals.dtype).tiny)
+
+
+def feature_stats(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None,
+                  rcond: float | None = None) -> FeatureStats:
+    """Centre, decompose and project once. features [N, D] float, labels [N] int."""
+    features = jnp.asarray(features)
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D [N, D], got shape {features.shape}")
+    n_rows, n_cols = features.shape
+    if jnp.shape(labels) != (n_rows,):
+        raise ValueError(f"labels have shape {jnp.shape(labels)}, expected ({n_rows},) to match features")
+    dtype = jnp.float64 if features.dtype == jnp.float64 else jnp.float32
+    x = features.astype(dtype)
+    ls = label_stats(labels, num_classes, sample_mask, dtype)
+    fmask = as_mask(feature_mask, n_cols, dtype)
+    # Masks are weights, never slicing: padded rows and columns become exact zeros.
+    x = x * fmask[None, :]
+    mean = safe_div(mm(ls.weights, x), ls.n)
+    xc = (x - mean[None, :]) * ls.weights[:, None]
+    if rcond is None:
+        rcond = default_rcond(n_rows, n_cols, dtype)
+
+    class_dev = safe_div(mm(ls.onehot.T, xc), ls.counts[:, None])  # [C, D] mu_c - mu
+    if n_rows <= n_cols:
+        evals, u = eigh_descending(mm(xc, xc.T))
+        kept = rank_mask(evals, rcond)
+        root = jnp.where(kept, jnp.sqrt(evals), 1)
+        # V = Xc^T U / sqrt(s): project through the data instead of forming V (D x N).
+        class_proj = jnp.where(kept, safe_div(mm(ls.onehot.T, u) * root, ls.counts[:, None]), 0)
+        mean_proj = jnp.where(kept, mm(mm(xc, mean), u) / root, 0)
+        in_span = mm(xc.T, mm(u, jnp.where(kept, mean_proj / root, 0)))
+        mean_null_sq = jnp.sum((mean - in_span) ** 2)
+        evecs = u
+    else:
+        evals, v = eigh_descending(mm(xc.T, xc))
+        kept = rank_mask(evals, rcond)
+        class_proj = jnp.where(kept, mm(class_dev, v), 0)
+        mean_proj = mm(mean, v)  # the basis is complete: nothing of mu is left outside
+        mean_null_sq = jnp.zeros((), dtype)
+        evecs = v
+    return FeatureStats(ls, xc, mean, fmask.sum(), evals, evecs, kept, class_proj, mean_proj,
+                        mean_null_sq)
+
+
+def pc_scores(fs: FeatureStats, k: int):
+    """[N, k] principal-component scores (centred projection, no whitening) on the top k directions."""
+    k = min(k, fs.evals.shape[0])
+    if fs.is_gram:
+        return fs.evecs[:, :k] * jnp.sqrt(fs.evals[:k])[None, :]
+    return mm(fs.xc, fs.evecs[:, :k])
+
+
+class SourceStats(NamedTuple):
+    """joint [Cs, C] = sum_i w_i theta_i(z) [y_i = y]; argmax_joint [Cs, C] = counts of
+    (argmax source class, target class); n = sum of weights. Sums, so `merge` is addition."""
+
+    joint: jax.Array
+    argmax_joint: jax.Array
+    n: jax.Array
+
+    def merge(self, other: "SourceStats") -> "SourceStats":
+        return SourceStats(self.joint + other.joint, self.argmax_joint + other.argmax_joint,
+                           self.n + other.n)
+
+
+def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None) -> SourceStats:
+    """Joint tables of source predictions and target labels. source_probs [N, Cs], labels [N]."""
+    probs = jnp.asarray(source_probs)
+    if probs.ndim != 2:
+        raise ValueError(f"source_probs must be 2-D [N, Cs], got shape {probs.shape}")
+    n_rows, n_src = probs.shape
+    if jnp.shape(labels) != (n_rows,):
+        raise ValueError(f"labels have shape {jnp.shape(labels)}, expected ({n_rows},) to match source_probs")
+    dtype = jnp.float64 if probs.dtype == jnp.float64 else jnp.float32
+    probs = probs.astype(dtype)
+    ls = label_stats(labels, num_classes, sample_mask, dtype)
+    smask = as_mask(source_mask, n_src, dtype)
+    probs = probs * smask[None, :]
+    # Masked source classes can never be the argmax.
+    top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
+    argmax_onehot = jax.nn.one_hot(top, n_src, dtype=dtype)
+    return SourceStats(mm(probs.T, ls.onehot), mm(argmax_onehot.T, ls.onehot), ls.n)

@@ -1,0 +1,133 @@
+"""Host-side input checks for the public entry points: every problem becomes a `ValueError` that
+names it, before anything is traced (the jitted scorers themselves never look at values)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+
+class Validated(NamedTuple):
+    """features [N, D] float or None; labels [N] int32 in [0, num_classes); source_probs [N, Cs]
+    float or None; num_classes; class_values [num_classes] the original label of each index."""
+
+    features: Optional[np.ndarray]
+    labels: np.ndarray
+    source_probs: Optional[np.ndarray]
+    num_classes: int
+    class_values: np.ndarray
+
+
+def _float_matrix(name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array, got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [N, {'D' if name == 'features' else 'Cs'}], got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape})")
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float32)
+    elif x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)  # bf16 / f16 are upcast
+    bad = ~np.isfinite(x)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])
+        kind = "NaN" if np.isnan(x).any() else "Inf"
+        raise ValueError(f"{name} contains {kind} values ({int(bad.sum())} entries, first in row {rows[0]})")
+    return x
+
+
+def _labels(labels, n: int) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # MedMNIST stores labels as [N, 1]
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D [N], got shape {y.shape}")
+    if y.shape[0] != n:
+        raise ValueError(f"labels have {y.shape[0]} entries but the inputs have N = {n} rows")
+    if y.dtype == bool:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.integer):
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise ValueError("labels contain NaN or Inf")
+        if not np.all(y == np.round(y)):
+            raise ValueError("labels must be integers, got non-integer values "
+                             f"(e.g. {y[y != np.round(y)][0]!r}); for continuous targets use logme_regression")
+        return y.astype(np.int64)
+    raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64, returned in the logits' float dtype."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(logits.dtype)
+
+
+def validate_inputs(features=None, labels=None, source_probs=None, *, source_logits=None,
+                    num_classes: Optional[int] = None, min_per_class: int = 1,
+                    min_samples: int = 1) -> Validated:
+    """Check and normalise the inputs of a scoring call.
+
+    Labels: integers (or integral floats). With `num_classes` given they must lie in
+    [0, num_classes); without it they are remapped to the index of their sorted unique values
+    (labels {0, 1, 3} become {0, 1, 2}) and num_classes is the number of distinct labels.
+    At least two classes must be present and each present class needs `min_per_class` samples.
+
+    Raises:
+      ValueError naming the problem: NaN/Inf, wrong rank, empty input, N mismatch, non-integer or
+      out-of-range labels, fewer than two classes, too few samples in a class, source
+      probabilities that are not distributions (pass `source_logits=` instead).
+    """
+    if labels is None:
+        raise ValueError("labels are required")
+    if source_probs is not None and source_logits is not None:
+        raise ValueError("pass either source_probs or source_logits, not both")
+    feats = None if features is None else _float_matrix("features", features)
+    probs = None
+    if source_logits is not None:
+        probs = softmax(_float_matrix("source_logits", source_logits))
+    elif source_probs is not None:
+        probs = _float_matrix("source_probs", source_probs)
+        if (probs < -1e-6).any():
+            raise ValueError("source_probs has negative entries: they must be probabilities "
+                             "(pass source_logits= for unnormalised scores)")
+        sums = probs.sum(axis=1, dtype=np.float64)
+        off = np.abs(sums - 1) > 1e-3
+        if off.any():
+            raise ValueError(f"source_probs rows must sum to 1 ({int(off.sum())} rows do not, e.g. row "
+                             f"{int(np.argmax(off))} sums to {sums[np.argmax(off)]:.4g}); "
+                             "pass source_logits= for logits or unnormalised scores")
+    if feats is None and probs is None:
+        raise ValueError("nothing to score: pass features and/or source_probs (or source_logits)")
+    n = (feats if feats is not None else probs).shape[0]
+    if feats is not None and probs is not None and probs.shape[0] != n:
+        raise ValueError(f"features have N = {n} rows but source probabilities have {probs.shape[0]}")
+    y = _labels(labels, n)
+    if num_classes is None:
+        class_values, y = np.unique(y, return_inverse=True)
+        num_classes = len(class_values)
+    else:
+        num_classes = int(num_classes)
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        if (y < 0).any() or (y >= num_classes).any():
+            bad = y[(y < 0) | (y >= num_classes)][0]
+            raise ValueError(f"labels must lie in [0, num_classes={num_classes}), found {bad}")
+        class_values = np.arange(num_classes)
+    counts = np.bincount(y, minlength=num_classes)
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        raise ValueError(f"fewer than two classes: the labels hold only {len(present)} distinct class(es)")
+    small = present[counts[present] < min_per_class]
+    if len(small):
+        c = small[0]
+        raise ValueError(f"class {class_values[c]} has {counts[c]} sample(s); at least {min_per_class} "
+                         "per class are needed")
+    if n < min_samples:
+        raise ValueError(f"{n} samples are too few: at least {min_samples} are needed")
+    return Validated(feats, y.astype(np.int32), probs, num_classes, class_values)
