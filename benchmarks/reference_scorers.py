@@ -200,6 +200,8 @@ def nleep(
     variance: float = 0.8,
     components_per_class: int = 5,
     seed: int = 123,
+    max_iters: int = 100,
+    tol: float = 1e-3,
 ) -> float:
     """N-LEEP: LEEP with the posteriors of a GMM fitted on the PCA-reduced features.
 
@@ -209,6 +211,7 @@ def nleep(
       variance: PCA keeps the fewest components explaining more than this fraction.
       components_per_class: GMM components = this times C (5 in the paper).
       seed: random_state of the PCA and of the GMM's k-means initialisation.
+      max_iters, tol: EM controls (scikit-learn's defaults, which the published code keeps).
     Returns:
       The score (float).
     """
@@ -217,7 +220,9 @@ def nleep(
 
     reduced = PCA(n_components=variance, random_state=seed).fit_transform(features)
     num_components = components_per_class * (int(labels.max()) + 1)
-    gmm = GaussianMixture(n_components=num_components, random_state=seed).fit(reduced)
+    gmm = GaussianMixture(
+        n_components=num_components, random_state=seed, max_iter=max_iters, tol=tol
+    ).fit(reduced)
     posteriors = gmm.predict_proba(reduced)
     return leep(posteriors.astype(np.float32), labels)
 
