@@ -154,7 +154,7 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
     f = jax.device_put(jnp.asarray(features))
     y = jax.device_put(jnp.asarray(labels))
     p = jax.device_put(jnp.asarray(probs))
-    key = jax.random.key(0)
+    key = jax.random.PRNGKey(0)  # what jscore.score uses for seed=0
     calls = {}
     for name in names:
         fn = getattr(scorers, name)
@@ -174,6 +174,45 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
     if set(CLOSED_FORM) <= set(names):
         groups["six closed-form"] = together(CLOSED_FORM)
     return calls, groups
+
+
+def breakdown_calls(jscore, features, labels, probs, c, names):
+    """The parts of `jscore.score`, each timed alone: host validation, the shared statistics
+    (centring, Gram, eigh, class projections), then each feature score from those statistics.
+
+    Uses the engine's internals (jscore.api, jscore.stats, *_from_stats); returns {} when they
+    are not there, so the benchmark still runs against other engine versions.
+    """
+    try:
+        import jax
+        from jscore import api
+        import importlib
+
+        nleep_module = importlib.import_module("jscore.scorers.nleep")
+        from jscore.validate import validate_inputs
+    except ImportError:
+        return {}
+    v = validate_inputs(features, labels, probs, num_classes=c)
+    fs = api._shared(v.features, v.labels, num_classes=c)
+    calls = {
+        "validate (host)": lambda: validate_inputs(features, labels, probs, num_classes=c),
+        "shared stats": lambda: api._shared(v.features, v.labels, num_classes=c),
+    }
+    for name in names:
+        if name in ("leep", "nce"):
+            continue
+        hp = api.hyperparams(name, {})
+        if name == "nleep":
+            hp["max_dims"] = nleep_module.nleep_dims(fs.evals, hp["variance"])
+        frozen = ((name, api._freeze(hp)),)
+        key = jax.random.PRNGKey(0)
+        calls[f"{name} from stats"] = lambda frozen=frozen, name=name: api._feature_scores(
+            fs, key, names=(name,), num_classes=c, frozen=frozen
+        )
+    source = tuple(n for n in ("leep", "nce") if n in names)
+    if source:
+        calls["leep+nce"] = lambda: api._source_scores(v.source_probs, v.labels, names=source, num_classes=c)
+    return calls
 
 
 def reference_calls(features, labels, probs, names):
@@ -209,7 +248,7 @@ def floor_calls(features):
 # One size
 
 
-def run_size(n, d, c, *, names, repeats, ref_repeats, reference, engine, seed, log):
+def run_size(n, d, c, *, names, repeats, ref_repeats, reference, engine, seed, log, breakdown=True):
     """Time everything at one size; returns a JSON-ready record."""
     log(f"\n=== N={n} D={d} C={c} Cs={NUM_SOURCE} ===")
     start = time.perf_counter()
@@ -235,6 +274,11 @@ def run_size(n, d, c, *, names, repeats, ref_repeats, reference, engine, seed, l
             t = time_call(fn, repeats)
             record["groups"][group] = {"jscore": t.median, "jscore_compile": t.compile}
             log(f"  jscore {group:<15} {t.median:8.3f} s warm   compile {t.compile:6.2f} s")
+        if breakdown:
+            for part, fn in breakdown_calls(engine[0], features, labels, probs, c, names).items():
+                t = time_call(fn, repeats)
+                record.setdefault("breakdown", {})[part] = t.median
+                log(f"  jscore part {part:<20} {t.median:8.3f} s warm")
 
     if reference:
         for name, fn in reference_calls(features, labels, probs, names).items():
@@ -286,6 +330,9 @@ def report(record, log):
     )
     if six:
         log(f"{'six closed-form':<16}{_fmt(six.get('jscore')):>12}{_fmt(six.get('jscore_compile')):>13}")
+    parts = record.get("breakdown")
+    if parts:
+        log("jscore.score parts: " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
     fl = record["floor"]
     log(
         f"floor: gram {fl['gram jax']:.3f} s + eigh {fl['eigh jax']:.3f} s = {fl['gram+eigh jax']:.3f} s (jax, float32);"
@@ -365,6 +412,7 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementations")
     parser.add_argument("--no-reference-above", type=int, default=None, metavar="N", help="skip the reference when N exceeds this")
     parser.add_argument("--no-engine", action="store_true", help="time only the reference and the floor")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip timing the parts of jscore.score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, metavar="OUT", help="save every measurement to this JSON file")
     args = parser.parse_args(argv)
@@ -394,6 +442,7 @@ def main(argv=None):
         record = run_size(
             n, d, c, names=names, repeats=args.repeats, ref_repeats=ref_repeats,
             reference=reference, engine=engine, seed=args.seed, log=log,
+            breakdown=not args.no_breakdown,
         )
         report(record, log)
         if not reference:
