@@ -259,6 +259,7 @@ def run_size(n, d, c, *, names, repeats, ref_repeats, reference, engine, seed, l
     for name, (fn, is_jax) in floor_calls(features).items():
         t = time_call(fn, repeats, cold=is_jax, block=_block if is_jax else _no_block)
         record["floor"][name] = t.median
+        log(f"  floor {name:<10} {t.median:8.3f} s")
     floor_jax = record["floor"]["gram jax"] + record["floor"]["eigh jax"]
     record["floor"]["gram+eigh jax"] = floor_jax
 
