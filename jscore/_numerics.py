@@ -22,6 +22,16 @@ def compute_dtype(*arrays) -> jnp.dtype:
     return jnp.dtype(jnp.float32)
 
 
+def float64_scope():
+    """A context in which JAX computes in float64 (`jax.enable_x64` on recent JAX,
+    `jax.experimental.enable_x64` before it). For CPU runs on ill-conditioned inputs."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
+
+
 def mm(a, b):
     """Matrix product at the highest precision."""
     return jnp.matmul(a, b, precision=PRECISION)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jscore._numerics import float64_scope
 from jscore.scorers import REGISTRY
 from jscore.scorers.gbc import gbc_from_stats
 from jscore.scorers.hscore import hscore_from_stats
@@ -18,7 +19,7 @@ from jscore.scorers.logme import logme_from_stats
 from jscore.scorers.nce import nce_from_stats
 from jscore.scorers.nleep import nleep_dims, nleep_from_stats
 from jscore.scorers.reg_hscore import reg_hscore_from_stats
-from jscore.stats import feature_stats, label_stats, source_stats
+from jscore.stats import SourceStats, feature_stats, label_stats
 from jscore.validate import validate_inputs
 
 _FROM_STATS = {
@@ -85,18 +86,22 @@ def _feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
 
 
 @partial(jax.jit, static_argnames=("names", "num_classes"))
-def _source_scores(probs, labels, *, names: tuple, num_classes: int):
+def _source_scores(probs, top, labels, *, names: tuple, num_classes: int):
+    """LEEP and NCE from one pass; `top` [N] is the argmax of `probs`, taken on the host where the
+    inputs already are (XLA:CPU's argmax over [N, Cs] is several times slower than NumPy's)."""
+    onehot = label_stats(labels, num_classes, None, probs.dtype).onehot
     out = {}
     if "leep" in names:
-        out["leep"] = leep_from_onehot(probs, label_stats(labels, num_classes, None, probs.dtype).onehot)
+        out["leep"] = leep_from_onehot(probs, onehot)
     if "nce" in names:
-        out["nce"] = nce_from_stats(source_stats(probs, labels, num_classes=num_classes))
+        table = jnp.zeros((probs.shape[1], num_classes), probs.dtype).at[top].add(onehot)
+        out["nce"] = nce_from_stats(SourceStats(None, table, onehot.sum()))
     return out
 
 
 def score(features=None, labels=None, *, source_probs=None, source_logits=None,
           scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
-          **options) -> dict:
+          float64: bool = False, **options) -> dict:
     """Score one backbone's features on one target task with several scores at once.
 
     The shared work (centring, the Gram of the smaller side, its eigendecomposition, PCA, class
@@ -112,6 +117,9 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
         comma-separated string.
       num_classes: C, optional (see labels).
       seed: seeds N-LEEP's mixture initialisation.
+      float64: compute in float64 (CPU or GPU; not TPU). float32 treats directions whose variance
+        is below max(N, D) * eps(float32) of the largest as zero; features with condition
+        numbers beyond ~1e6 (e.g. a few massive activations) need float64 to keep them.
       **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
         `nleep={"components_per_class": 3}`.
 
@@ -121,6 +129,12 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     Raises:
       ValueError for bad input (see `jscore.validate.validate_inputs`).
     """
+    if float64:
+        with float64_scope():
+            as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
+            return score(as64(features), labels, source_probs=as64(source_probs),
+                         source_logits=as64(source_logits), scores=scores, num_classes=num_classes,
+                         seed=seed, **options)
     have_source = source_probs is not None or source_logits is not None
     names = resolve_scores(scores, have_features=features is not None, have_source=have_source)
     unknown = set(options) - set(REGISTRY)
@@ -147,8 +161,20 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
                                        num_classes=v.num_classes, frozen=frozen))
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
     if source_names:
-        results.update(_source_scores(v.source_probs, v.labels, names=source_names, num_classes=v.num_classes))
-    return {n: float(results[n]) for n in names}
+        top = np.argmax(v.source_probs, axis=1).astype(np.int32)
+        results.update(_source_scores(v.source_probs, top, v.labels, names=source_names, num_classes=v.num_classes))
+    out = {n: float(results[n]) for n in names}
+    check_finite(out)
+    return out
+
+
+def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> None:
+    """A score is never silently NaN: a non-finite value is an error that names the score."""
+    bad = [n for n, v in results.items() if not np.isfinite(v)]
+    if bad:
+        where = f" for model {model!r}" if model else ""
+        raise ValueError(f"score(s) {bad} came out non-finite{where}; the features may be degenerate "
+                         "(e.g. all identical) - please report this input")
 
 
 def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:

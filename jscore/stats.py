@@ -75,8 +75,10 @@ class FeatureStats(NamedTuple):
 
 
 def default_rcond(num_samples: int, num_features: int, dtype) -> float:
-    """Relative eigenvalue cut-off of the numerical rank: max(N, D) * eps, numpy's matrix_rank rule."""
-    return max(num_samples, num_features) * eps(dtype)
+    """Relative eigenvalue cut-off of the numerical rank: 10 sqrt(max(N, D)) eps(dtype), about the
+    round-off floor of the eigenvalues of a Gram matrix summed over max(N, D) terms (1.2e-4 in
+    float32 at N = 10000; 2e-13 in float64)."""
+    return 10 * max(num_samples, num_features) ** 0.5 * eps(dtype)
 
 
 def rank_mask(evals, rcond: float):
@@ -162,5 +164,6 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
     probs = probs * smask[None, :]
     # Masked source classes can never be the argmax.
     top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
-    argmax_onehot = jax.nn.one_hot(top, n_src, dtype=dtype)
-    return SourceStats(mm(probs.T, ls.onehot), mm(argmax_onehot.T, ls.onehot), ls.n)
+    # The argmax table by scatter-add: O(N), no [N, Cs] one-hot.
+    counts = jnp.zeros((n_src, num_classes), dtype).at[top].add(ls.onehot)
+    return SourceStats(mm(probs.T, ls.onehot), counts, ls.n)

@@ -19,7 +19,8 @@ class Validated(NamedTuple):
     class_values: np.ndarray
 
 
-def _float_matrix(name: str, x) -> np.ndarray:
+def _float_matrix(name: str, x) -> tuple[np.ndarray, np.ndarray]:
+    """(x as float32/float64, its row sums [N]) after the dtype, rank, emptiness and finiteness checks."""
     x = np.asarray(x)
     if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise ValueError(f"{name} must be a numeric array, got dtype {x.dtype}")
@@ -31,12 +32,16 @@ def _float_matrix(name: str, x) -> np.ndarray:
         x = x.astype(np.float32)
     elif x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)  # bf16 / f16 are upcast
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])
-        kind = "NaN" if np.isnan(x).any() else "Inf"
-        raise ValueError(f"{name} contains {kind} values ({int(bad.sum())} entries, first in row {rows[0]})")
-    return x
+    # One pass: NaN and Inf propagate into the row sums; only a non-finite sum needs a closer look
+    # (it may also be an overflow of large finite values).
+    sums = x.sum(axis=1)
+    if not np.isfinite(sums).all():
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.unique(np.nonzero(bad)[0])
+            kind = "NaN" if np.isnan(x).any() else "Inf"
+            raise ValueError(f"{name} contains {kind} values ({int(bad.sum())} entries, first in row {rows[0]})")
+    return x, sums
 
 
 def _labels(labels, n: int) -> np.ndarray:
@@ -87,16 +92,15 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
         raise ValueError("labels are required")
     if source_probs is not None and source_logits is not None:
         raise ValueError("pass either source_probs or source_logits, not both")
-    feats = None if features is None else _float_matrix("features", features)
+    feats = None if features is None else _float_matrix("features", features)[0]
     probs = None
     if source_logits is not None:
-        probs = softmax(_float_matrix("source_logits", source_logits))
+        probs = softmax(_float_matrix("source_logits", source_logits)[0])
     elif source_probs is not None:
-        probs = _float_matrix("source_probs", source_probs)
-        if (probs < -1e-6).any():
+        probs, sums = _float_matrix("source_probs", source_probs)
+        if probs.min() < -1e-6:
             raise ValueError("source_probs has negative entries: they must be probabilities "
                              "(pass source_logits= for unnormalised scores)")
-        sums = probs.sum(axis=1, dtype=np.float64)
         off = np.abs(sums - 1) > 1e-3
         if off.any():
             raise ValueError(f"source_probs rows must sum to 1 ({int(off.sum())} rows do not, e.g. row "

@@ -39,6 +39,7 @@ class Backbone:
         [B, Cs] or None, mutated)`, where `mutated` holds updated mutable collections
         (e.g. {"batch_stats": ...}) in training mode and is {} otherwise.
       variables: pretrained variables, or None for a randomly initialised model.
+      dtype: the compute dtype (name) the modules were built with; parameters stay float32.
     """
 
     name: str
@@ -48,6 +49,7 @@ class Backbone:
     init: Callable[..., Variables]
     apply: Callable[..., Tuple[Any, Optional[Any], Variables]]
     variables: Optional[Variables] = None
+    dtype: str = "float32"
 
     def embed(self, variables: Variables, images):
         """Inference: `(variables, images [B, H, W, 3]) -> (features [B, D], logits [B, Cs] or None)`."""

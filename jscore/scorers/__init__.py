@@ -55,7 +55,7 @@ REGISTRY = {
     "nleep": ScoreSpec("nleep", nleep, "features", (None, 0.0),
                        "Li et al., Ranking Neural Checkpoints, CVPR 2021",
                        {"variance": 0.8, "components_per_class": 5, "max_iters": 100, "tol": 1e-3,
-                        "reg_covar": 1e-6, "max_dims": None}, 2),
+                        "reg_covar": 1e-6, "max_dims": None, "kmeans_iters": 10}, 2),
     "logme": ScoreSpec("logme", logme, "features", (None, None),
                        "You et al., LogME: Practical Assessment of Pre-trained Models for Transfer "
                        "Learning, ICML 2021; Ranking and Tuning Pre-trained Models, JMLR 2022",

@@ -60,8 +60,8 @@ def gbc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=No
         gaussian: str = "spherical"):
     """GBC: minus the summed Bhattacharyya coefficients between per-class Gaussians in PCA space.
 
-    Pandy et al., CVPR 2022. Project the centred features onto the top min(dims, D) principal
-    directions; fit per class c a Gaussian with mean mu_c and per-dimension variance v_c (ddof 0,
+    Pandy et al., CVPR 2022. Project the centred features onto the top min(dims, D, n) principal
+    directions (n samples: the most scikit-learn's PCA allows); fit per class c a Gaussian with mean mu_c and per-dimension variance v_c (ddof 0,
     floored at 1e-4); with v = (v_1 + v_2) / 2 the Bhattacharyya distance is
     DB = 1/8 sum_d (mu_1 - mu_2)_d^2 / v_d + 1/2 log(det v / sqrt(det v_1 det v_2)), and
     GBC = - sum over ordered pairs c1 != c2 of exp(-DB(c1, c2))  (<= 0; higher is better).

@@ -38,7 +38,7 @@ def hscore(features, labels, *, num_classes: int, sample_mask=None, feature_mask
       sample_mask: optional [N] 0/1 weights; masked rows are exactly neutral.
       feature_mask: optional [D] 0/1 weights; masked columns are exactly neutral.
       rcond: eigenvalues of the covariance below rcond * the largest are treated as zero;
-        default max(N, D) * eps(dtype).
+        default 10 sqrt(max(N, D)) eps(dtype) (see `jscore.stats.default_rcond`).
 
     Returns:
       scalar H-score (higher is better).

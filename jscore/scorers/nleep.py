@@ -33,11 +33,17 @@ def _dim_mask(dim_mask, d, dtype):
 
 
 def _log_gaussians(x, means, covariances, dim_mask):
-    """[N, K] log N(x_n | mu_k, Sigma_k) over the valid dimensions (masked ones carry identity)."""
+    """[N, K] log N(x_n | mu_k, Sigma_k) over the valid dimensions (masked ones carry identity).
+
+    Precision-Cholesky form: with L_k L_k^T = Sigma_k, the whitened residual L_k^{-1}(x - mu_k)
+    is one GEMM of x against the K small inverse factors (K d^3 to invert, then GEMM speed,
+    instead of K batched triangular solves with N right-hand sides).
+    """
     chol = jnp.linalg.cholesky(covariances)  # [K, d, d]
-    diff = x[None, :, :] - means[:, None, :]  # [K, N, d]
-    sol = jax.vmap(lambda l, b: solve_triangular(l, b.T, lower=True))(chol, diff)  # [K, d, N]
-    mahalanobis = jnp.sum(sol**2, axis=1)  # [K, N]
+    eye = jnp.broadcast_to(jnp.eye(x.shape[1], dtype=x.dtype), chol.shape)
+    inv = jax.vmap(lambda l, i: solve_triangular(l, i, lower=True))(chol, eye)  # [K, d, d] L^{-1}
+    white = einsum("nd,ked->kne", x, inv) - einsum("kd,ked->ke", means, inv)[:, None, :]
+    mahalanobis = jnp.sum(white**2, axis=-1)  # [K, N]
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)  # [K]
     d_eff = dim_mask.sum()
     return -0.5 * (d_eff * math.log(2 * math.pi) + log_det[:, None] + mahalanobis).T
@@ -47,8 +53,8 @@ def _m_step(x, resp, means, dim_mask, reg_covar):
     """Weights [K], covariances [K, d, d] from responsibilities [N, K] (rows of masked samples 0),
     around `means` [K, d]; masked dimensions get unit variance so they are neutral."""
     nk = resp.sum(0) + 10 * eps(x.dtype)  # as scikit-learn: no empty component divides by 0
-    diff = (x[None, :, :] - means[:, None, :]) * dim_mask
-    cov = einsum("nk,knd,kne->kde", resp, diff, diff) / nk[:, None, None]
+    diff = (x[None, :, :] - means[:, None, :]) * dim_mask  # centred per component: no cancellation
+    cov = einsum("knd,kne->kde", diff * resp.T[:, :, None], diff) / nk[:, None, None]  # batched GEMM
     d = x.shape[1]
     valid = jnp.outer(dim_mask, dim_mask)
     cov = cov * valid + jnp.eye(d, dtype=x.dtype) * (reg_covar * dim_mask + (1 - dim_mask))
@@ -93,7 +99,8 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
       dim_mask: optional [d] 0/1; masked dimensions are ignored (unit variance, zero data).
       max_iters: EM iterations at most (static).
       tol: convergence threshold on the change of the mean log-likelihood.
-      reg_covar: added to every covariance's diagonal.
+      reg_covar: added to every covariance's diagonal (at least 10 d eps(dtype) times the largest
+        data variance, so that float32 Cholesky factorisations of thin components succeed).
 
     Returns:
       Gmm.
@@ -104,6 +111,11 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
     dm = _dim_mask(dim_mask, x.shape[1], dtype)
     w = jnp.ones(x.shape[:1], dtype) if sample_mask is None else jnp.asarray(sample_mask, dtype)
     x = x * dm
+    # float32 cannot factor a covariance whose spread is below its round-off: floor the added
+    # diagonal at 10 d eps times the largest data variance (negligible in float64, where this
+    # equals scikit-learn's reg_covar on any sensible data).
+    variance = jnp.sum(w[:, None] * (x - mm(w, x) / w.sum()) ** 2, axis=0) / w.sum()
+    reg_covar = jnp.maximum(reg_covar, 10 * dm.sum() * eps(dtype) * jnp.max(variance))
     means = jnp.asarray(means_init, dtype) * dm
     dist = jnp.sum((x[:, None, :] - means[None, :, :]) ** 2, axis=-1)
     hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), means.shape[0], dtype=dtype) * w[:, None]
@@ -149,6 +161,22 @@ def kmeans_plus_plus(x, num_components: int, key, sample_mask=None):
     return means
 
 
+def lloyd(x, means, num_iters: int, sample_mask=None):
+    """`num_iters` Lloyd (k-means) steps from `means` [K, d]; an empty cluster keeps its mean.
+    scikit-learn initialises its mixtures with full k-means; a few steps after k-means++ seeding
+    start EM as close to the optimum."""
+    w = jnp.ones(x.shape[:1], x.dtype) if sample_mask is None else jnp.asarray(sample_mask, x.dtype)
+
+    def body(_, means):
+        dist = jnp.sum(means**2, axis=1)[None, :] - 2 * mm(x, means.T)  # |x|^2 is the same for all k
+        hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), means.shape[0], dtype=x.dtype) * w[:, None]
+        counts = hard.sum(0)
+        new = mm(hard.T, x) / jnp.where(counts > 0, counts, 1)[:, None]
+        return jnp.where(counts[:, None] > 0, new, means)
+
+    return lax.fori_loop(0, num_iters, body, means)
+
+
 def variance_components(evals, variance: float):
     """Number of leading principal components whose cumulative explained-variance ratio first
     exceeds `variance` (scikit-learn's PCA(n_components=variance) rule). evals [r] descending."""
@@ -158,7 +186,7 @@ def variance_components(evals, variance: float):
 
 def nleep_from_stats(fs: FeatureStats, key, *, num_classes: int, variance: float = 0.8,
                      components_per_class: int = 5, max_iters: int = 100, tol: float = 1e-3,
-                     reg_covar: float = 1e-6, max_dims: int | None = None):
+                     reg_covar: float = 1e-6, max_dims: int | None = None, kmeans_iters: int = 10):
     """N-LEEP from the shared decomposition (see `nleep`). `max_dims` (static) bounds the PCA
     dimension; None uses every component (always right, slower)."""
     r = fs.evals.shape[0]
@@ -168,28 +196,30 @@ def nleep_from_stats(fs: FeatureStats, key, *, num_classes: int, variance: float
     dim_mask = (jnp.arange(kmax) < k).astype(x.dtype)
     x = x * dim_mask
     w = fs.labels.weights
-    means0 = kmeans_plus_plus(x, components_per_class * num_classes, key, w)
+    means0 = lloyd(x, kmeans_plus_plus(x, components_per_class * num_classes, key, w), kmeans_iters, w)
     gmm = fit_gmm(x, means0, sample_mask=w, dim_mask=dim_mask, max_iters=max_iters, tol=tol,
                   reg_covar=reg_covar)
     post = jnp.exp(gmm_log_posteriors(gmm, x, dim_mask=dim_mask)) * w[:, None]
     return leep_from_onehot(post, fs.labels.onehot)
 
 
-def nleep_dims(evals, variance: float = 0.8) -> int:
-    """Host-side: a static bound for N-LEEP's PCA dimension, the power of two at or above the
-    number of components that explain `variance` (buckets keep recompilation rare)."""
+def nleep_dims(evals, variance: float = 0.8, multiple: int = 16) -> int:
+    """Host-side: a static bound for N-LEEP's PCA dimension, the number of components that explain
+    `variance` rounded up to a multiple of 16 (EM costs K N d^2, so tight buckets pay; a bucket
+    keeps recompilation to one per 16 dimensions)."""
     k = int(variance_components(evals, variance))
-    return min(int(evals.shape[0]), 1 << max(k - 1, 0).bit_length())
+    return min(int(evals.shape[0]), -(-k // multiple) * multiple)
 
 
 _nleep_jit = jax.jit(nleep_from_stats, static_argnames=(
-    "num_classes", "variance", "components_per_class", "max_iters", "tol", "reg_covar", "max_dims"))
+    "num_classes", "variance", "components_per_class", "max_iters", "tol", "reg_covar", "max_dims",
+    "kmeans_iters"))
 _stats_jit = jax.jit(feature_stats, static_argnames=("num_classes", "rcond"))
 
 
 def nleep(features, labels, *, num_classes: int, key=None, sample_mask=None, feature_mask=None,
           variance: float = 0.8, components_per_class: int = 5, max_iters: int = 100,
-          tol: float = 1e-3, reg_covar: float = 1e-6, max_dims: int | None = None):
+          tol: float = 1e-3, reg_covar: float = 1e-6, max_dims: int | None = None, kmeans_iters: int = 10):
     """N-LEEP: LEEP with the source classifier replaced by a Gaussian mixture on PCA features.
 
     Li et al., CVPR 2021. Project the centred features onto the fewest principal components that
@@ -208,7 +238,7 @@ def nleep(features, labels, *, num_classes: int, key=None, sample_mask=None, fea
       components_per_class: mixture components per class (5 in the paper).
       max_iters, tol, reg_covar: EM controls (scikit-learn's defaults).
       max_dims: static bound on the PCA dimension. None: computed on the host from the spectrum
-        (a power-of-two bucket) when called eagerly, every component under a trace.
+        (rounded up to a multiple of 16) when called eagerly, every component under a trace.
 
     Returns:
       scalar N-LEEP (<= 0; higher is better).
@@ -217,8 +247,9 @@ def nleep(features, labels, *, num_classes: int, key=None, sample_mask=None, fea
       >>> nleep(features, labels, num_classes=3, key=jax.random.PRNGKey(0))
 
     Differences from the reference code: the mixture is fitted in JAX from k-means++ seeding
-    rather than scikit-learn's full k-means initialisation, so values differ by the randomness of
+    and a few Lloyd steps rather than scikit-learn's full k-means, so values differ by the randomness of
     EM's local optimum (as between two seeds of the reference); PCA is shared with the other scores.
+    Lloyd's steps stop after `kmeans_iters` rather than at convergence.
     """
     key = jax.random.PRNGKey(0) if key is None else key
     fs = _stats_jit(features, labels, num_classes=num_classes, sample_mask=sample_mask,
@@ -227,4 +258,4 @@ def nleep(features, labels, *, num_classes: int, key=None, sample_mask=None, fea
         max_dims = nleep_dims(fs.evals, variance)
     return _nleep_jit(fs, key, num_classes=num_classes, variance=variance,
                       components_per_class=components_per_class, max_iters=max_iters, tol=tol,
-                      reg_covar=reg_covar, max_dims=max_dims)
+                      reg_covar=reg_covar, max_dims=max_dims, kmeans_iters=kmeans_iters)

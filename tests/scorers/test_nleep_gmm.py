@@ -1,0 +1,148 @@
+"""N-LEEP's mixture: the JAX EM (`fit_gmm`) vs. scikit-learn's GaussianMixture and the NumPy
+oracle from the same initial means; the whole N-LEEP vs. the oracle from the same seeding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture
+
+from tests.oracles import nleep as nleep_oracle
+from tests.oracles.data import class_features, class_labels
+from tests.tolerances import assert_close, tolerance
+from tests.scorers._engine import jitted_kmeans_plus_plus as _kmeans_pp
+
+
+def _posteriors(gmm, x, dim_mask=None):
+    from jscore.scorers.nleep import gmm_log_posteriors
+
+    return _jit_posteriors(gmm_log_posteriors)(gmm, x, dim_mask=dim_mask)
+
+
+_JIT = {}
+
+
+def _jit_posteriors(fn):
+    # One jitted wrapper (eager calls would compile every primitive separately).
+    if "post" not in _JIT:
+        _JIT["post"] = jax.jit(fn)
+    return _JIT["post"]
+
+
+def _projected(seed, n=90, d=10, c=3, separation=2.0):
+    rng = np.random.default_rng(seed)
+    y = class_labels(rng, n, c)
+    f = class_features(rng, y, d, c, separation=separation)
+    z, _ = nleep_oracle.pca_reduce(f, 0.8)
+    return f, y, z, rng
+
+
+def _sklearn_fit(z, w0, m0, c0, tol=1e-3, max_iter=100, reg_covar=1e-6):
+    return GaussianMixture(
+        n_components=len(m0), covariance_type="full", tol=tol, reg_covar=reg_covar,
+        max_iter=max_iter, weights_init=w0, means_init=m0, precisions_init=np.linalg.inv(c0),
+        init_params="random_from_data", random_state=0).fit(z)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4])
+def test_fit_gmm_matches_sklearn_float64(seed, x64):
+    from jscore.scorers.nleep import fit_gmm
+
+    _, _, z, rng = _projected(seed)
+    assert z.shape[1] == 4  # one shape for all seeds: one compilation
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    w0, _, c0 = nleep_oracle.hard_assignment_init(z, m0)
+    gm = _sklearn_fit(z, w0, m0, c0)
+    got = fit_gmm(jnp.asarray(z), jnp.asarray(m0))
+    assert int(got.num_iters) == gm.n_iter_
+    assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float64, "iterative")
+    np.testing.assert_allclose(got.weights, gm.weights_, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(got.means, gm.means_, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(got.covariances, gm.covariances_, rtol=1e-7, atol=1e-9)
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(z))))
+    np.testing.assert_allclose(post, gm.predict_proba(z), atol=1e-8)
+
+
+def test_fit_gmm_matches_sklearn_float32():
+    from jscore.scorers.nleep import fit_gmm
+
+    _, _, z, rng = _projected(3)
+    z = z.astype(np.float32).astype(np.float64)
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    # In float32 fit_gmm floors reg_covar at 10 d eps32 times the largest data variance (so that
+    # Cholesky factorisations of thin components succeed; its docstring): give sklearn that.
+    reg = max(1e-6, 10 * z.shape[1] * np.finfo(np.float32).eps * z.var(axis=0).max())
+    w0, _, c0 = nleep_oracle.hard_assignment_init(z, m0, reg)
+    gm = _sklearn_fit(z, w0, m0, c0, reg_covar=reg)
+    got = fit_gmm(jnp.asarray(z, jnp.float32), jnp.asarray(m0, jnp.float32))
+    assert abs(int(got.num_iters) - gm.n_iter_) <= 1
+    assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(z, jnp.float32))))
+    np.testing.assert_allclose(post, gm.predict_proba(z), atol=tolerance(np.float32, "iterative")[0])
+
+
+def test_fit_gmm_masks_equal_slicing(x64):
+    # Padded rows (sample_mask 0) and padded dimensions (dim_mask 0) are exactly neutral.
+    from jscore.scorers.nleep import fit_gmm
+
+    _, _, z, rng = _projected(4, n=60)
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    ref = fit_gmm(jnp.asarray(z), jnp.asarray(m0))
+    zp = np.concatenate([np.concatenate([z, np.zeros((len(z), 2))], 1), 5 + rng.normal(
+        size=(7, z.shape[1] + 2))], 0)
+    mp = np.concatenate([m0, np.zeros((len(m0), 2))], 1)
+    sm = np.r_[np.ones(len(z)), np.zeros(7)]
+    dm = np.r_[np.ones(z.shape[1]), np.zeros(2)]
+    got = fit_gmm(jnp.asarray(zp), jnp.asarray(mp), sample_mask=jnp.asarray(sm),
+                  dim_mask=jnp.asarray(dm))
+    assert int(got.num_iters) == int(ref.num_iters)
+    np.testing.assert_allclose(got.mean_log_likelihood, ref.mean_log_likelihood, rtol=1e-9)
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(zp), dim_mask=jnp.asarray(dm))))
+    ref_post = np.exp(np.asarray(_posteriors(ref, jnp.asarray(z))))
+    np.testing.assert_allclose(post[: len(z)], ref_post, atol=1e-9)
+
+
+def test_kmeans_plus_plus_picks_distinct_samples():
+    _, _, z, _ = _projected(5, n=40)
+    means = np.asarray(_kmeans_pp(jnp.asarray(z, jnp.float32), 12, jax.random.PRNGKey(3)))
+    idx = [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
+    np.testing.assert_allclose(means, z[idx].astype(np.float32), rtol=1e-6)
+    assert len(set(idx)) == 12  # a chosen sample has distance 0, so it is never drawn again
+
+
+def _engine_seeding_indices(z, num_components, key):
+    """Row indices k-means++ picks from the key. Distances are rotation/sign invariant, so
+    seeding on the oracle's projection picks the rows the engine picks on its own projection."""
+    means = np.asarray(_kmeans_pp(jnp.asarray(z), num_components, key))
+    return [int(np.argmin(np.sum((z - m) ** 2, axis=1))) for m in means]
+
+
+@pytest.mark.parametrize("n,d,c,per_class,seed", [(90, 20, 3, 2, 1), (40, 60, 2, 2, 2)])
+def test_nleep_matches_oracle_float64(n, d, c, per_class, seed, x64):
+    from jscore.scorers import nleep
+
+    rng = np.random.default_rng(seed)
+    y = class_labels(rng, n, c)
+    f = class_features(rng, y, d, c, separation=3.0 / np.sqrt(d))
+    key = jax.random.PRNGKey(seed)
+    z, _ = nleep_oracle.pca_reduce(f, 0.8)
+    idx = _engine_seeding_indices(z, per_class * c, key)
+    want = nleep_oracle.nleep(f, y, c, z[idx])
+    got = nleep(jnp.asarray(f), jnp.asarray(y), num_classes=c, key=key,
+                components_per_class=per_class)
+    assert_close(got, want, np.float64, "iterative", err_msg=f"n={n} d={d} c={c}")
+
+
+def test_nleep_matches_oracle_float32():
+    from jscore.scorers import nleep
+
+    rng = np.random.default_rng(7)
+    y = class_labels(rng, 80, 2)
+    f = class_features(rng, y, 12, 2, separation=1.0).astype(np.float32)
+    key = jax.random.PRNGKey(1)
+    z, _ = nleep_oracle.pca_reduce(f, 0.8)
+    idx = _engine_seeding_indices(z.astype(np.float32), 6, key)
+    reg = max(1e-6, 10 * z.shape[1] * np.finfo(np.float32).eps * z.var(axis=0).max())  # as above
+    want = nleep_oracle.nleep(f, y, 2, z[idx], reg_covar=reg)
+    got = nleep(jnp.asarray(f), jnp.asarray(y), num_classes=2, key=key, components_per_class=3)
+    assert_close(got, want, np.float32, "iterative")

@@ -1,0 +1,49 @@
+"""jscore.score as an entry point: option handling and the float64 switch."""
+
+import numpy as np
+import pytest
+
+import jscore
+
+
+def _ill_conditioned(n=400, d=60, c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % c
+    scales = np.logspace(0, -4, d)  # covariance condition number ~1e8: beyond float32
+    x = (rng.normal(size=(n, d)) + 0.3 * rng.normal(size=(c, d))[labels]) * scales + 20.0
+    return x, labels
+
+
+def test_float64_switch_recovers_what_float32_cannot():
+    x, labels = _ill_conditioned()
+    import jax
+
+    from jscore._numerics import float64_scope
+
+    with float64_scope():
+        reference = jscore.score(x.astype(np.float32).astype(np.float64), labels, scores=["hscore", "logme"])
+    assert not jax.config.jax_enable_x64
+    switched = jscore.score(x.astype(np.float32), labels, scores=["hscore", "logme"], float64=True)
+    for name in reference:
+        assert switched[name] == pytest.approx(reference[name], rel=1e-9)
+    zoo = jscore.score_zoo({"m": {"features": x.astype(np.float32)}}, labels, scores=["hscore"], float64=True)
+    assert zoo["m"]["hscore"] == pytest.approx(reference["hscore"], rel=1e-9)
+
+
+def test_options_are_checked():
+    x, labels = _ill_conditioned(n=40, d=5)
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        jscore.score(x, labels, scores=["gbc"], gbc={"dimz": 3})
+    with pytest.raises(ValueError, match="unknown option"):
+        jscore.score(x, labels, scores=["gbc"], dims=3)
+    with pytest.raises(ValueError, match="needs source_probs"):
+        jscore.score(x, labels, scores=["leep"])
+    assert jscore.score(x, labels, scores="gbc", gbc={"gaussian": "diagonal"}).keys() == {"gbc"}
+
+
+def test_all_means_every_score_whose_inputs_exist():
+    x, labels = _ill_conditioned(n=60, d=5)
+    assert set(jscore.score(x, labels, scores="all", nleep={"max_dims": 4})) == {
+        "hscore", "reg_hscore", "nleep", "logme", "gbc"}
+    probs = np.full((60, 3), 1 / 3)
+    assert set(jscore.score(None, labels, source_probs=probs)) == {"nce", "leep"}
