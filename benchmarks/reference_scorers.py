@@ -1,0 +1,274 @@
+"""Reference NumPy / scikit-learn scorers, written to cost what the published code costs.
+
+These are the baselines of `bench_scorers.py`. Each follows the algorithm of the code released
+with its paper (or the implementation most papers cite) step by step, including the choices
+that make it slow or fast: float64 where that code upcasts, the same scikit-learn estimators
+with their default settings, Python loops over classes (and, for NCE and LEEP, over samples)
+where that code loops. They are re-written from the published algorithms, not copied, and are
+not part of the jscore package.
+
+    H-score       Bao et al., ICIP 2019: np.cov (float64, ddof 1) of the features and of the
+                  class-mean rows, pinv with rcond=1e-15, trace of their product.
+    Reg. H-score  Ibrahim et al., NeurIPS 2021: float64, centred, sklearn LedoitWolf, then as
+                  H-score with (1 - shrinkage) times the class-mean covariance (ddof 1).
+    LogME         You et al., 2021 (thuml/LogME, the fixed-point variant): float64, SVD through
+                  the Gram matrix, per-class MacKay fixed point in the SVD basis (at most 11
+                  steps, relative tolerance 1e-3 on alpha/beta, 1e-5 added to denominators).
+    N-LEEP        Li et al., CVPR 2021: sklearn PCA(n_components=0.8), sklearn GaussianMixture
+                  with 5 components per class (defaults: full covariances, k-means init,
+                  100 EM iterations, tol 1e-3), LEEP on the posteriors (cast to float32).
+    GBC           Pandy et al., CVPR 2022: sklearn PCA to 64 dimensions, per-class means and
+                  variances floored at 1e-4, spherical Bhattacharyya distances, minus the sum
+                  of exp(-distance) over ordered pairs of classes.
+    LEEP          Nguyen et al., ICML 2020: the empirical joint of target labels and source
+                  probabilities, a per-sample Python pass to pick the expected prediction.
+    NCE           Tran et al., ICCV 2019: argmax source labels, joint counted sample by sample
+                  in Python, minus the conditional entropy H(Y | Z).
+
+Like the published code, every function infers the number of classes as `labels.max() + 1`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _class_mean_rows(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[N, D] array whose row i is the mean of the rows of i's class (the published `g`)."""
+    rows = np.zeros_like(features)
+    for c in range(int(labels.max()) + 1):
+        members = labels == c
+        rows[members] = features[members].mean(axis=0)
+    return rows
+
+
+def hscore(features: np.ndarray, labels: np.ndarray) -> float:
+    """H-score: tr(pinv(cov f) cov(E[f | y])), both covariances by np.cov (float64, ddof 1).
+
+    Args:
+      features: [N, D] float.
+      labels: [N] ints in [0, C).
+    Returns:
+      The score (float).
+    """
+    cov_f = np.cov(features, rowvar=False)
+    cov_g = np.cov(_class_mean_rows(features, labels), rowvar=False)
+    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-15) @ cov_g))
+
+
+def reg_hscore(features: np.ndarray, labels: np.ndarray) -> float:
+    """Regularised H-score: tr(pinv(Sigma_LW) (1 - a) cov(E[f | y])), sklearn's Ledoit-Wolf.
+
+    The class-mean covariance is np.cov (ddof 1) while Ledoit-Wolf uses ddof 0, as published:
+    the result is n/(n-1) times jscore's all-ddof-0 definition.
+
+    Args:
+      features: [N, D] float (upcast to float64 as the published code does).
+      labels: [N] ints in [0, C).
+    Returns:
+      The score (float).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    f = np.asarray(features, dtype=np.float64)
+    f = f - f.mean(axis=0, keepdims=True)
+    estimator = LedoitWolf(assume_centered=False).fit(f)
+    shrinkage = estimator.shrinkage_
+    cov_g = np.cov(_class_mean_rows(f, labels), rowvar=False)
+    inverse = np.linalg.pinv(estimator.covariance_, rcond=1e-15)
+    return float(np.trace(inverse @ ((1.0 - shrinkage) * cov_g)))
+
+
+def _svd_through_gram(f: np.ndarray):
+    """Thin SVD of a tall [N, D] matrix from the SVD of its D x D Gram (rank-truncated at 1e-10).
+
+    Returns u [N, k], singular values [k], vh [k, D].
+    """
+    _, eig, vh = np.linalg.svd(f.T @ f)
+    singular = np.sqrt(eig)
+    rank = int(np.sum(singular > 1e-10))
+    u = (f @ vh.T)[:, :rank] / singular[:rank]
+    return u, singular[:rank], vh[:rank]
+
+
+def logme(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    max_iters: int = 11,
+    tol: float = 1e-3,
+    eps: float = 1e-5,
+) -> float:
+    """LogME by the fixed-point iteration in the SVD basis (thuml/LogME's default algorithm).
+
+    For each class c, y = [label == c] and the Bayesian linear model y = F w + e with prior
+    precision alpha and noise precision beta; t = alpha/beta is iterated to its fixed point.
+    The evidence is then D/2 log a + N/2 log b - 1/2 sum log(a + b s_i) - b/2 |y - F m|^2
+    - a/2 |m|^2 - N/2 log 2 pi over the non-zero squared singular values s_i, divided by N
+    and averaged over classes.
+
+    Args:
+      features: [N, D] float (upcast to float64).
+      labels: [N] ints in [0, C).
+      max_iters, tol, eps: the published 11 steps, 1e-3 on t, 1e-5 in denominators.
+    Returns:
+      The score (float).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    n, d = f.shape
+    if n > d:
+        u, singular, _ = _svd_through_gram(f)
+    else:
+        u, singular, _ = np.linalg.svd(f, full_matrices=False)
+    sigma = singular**2
+    evidences = []
+    for c in range(int(labels.max()) + 1):
+        y = (labels == c).astype(np.float64)
+        proj = u.T @ y                       # coordinates of y in the column space of F
+        proj2 = proj**2
+        outside = float(y @ y - proj2.sum())  # part of |y|^2 that F cannot explain
+        alpha = beta = 1.0
+        for _ in range(max_iters):
+            t = alpha / beta
+            gamma = float(np.sum(sigma / (sigma + t)))
+            m_norm2 = float(np.sum(sigma * proj2 / (sigma + t) ** 2))
+            resid2 = float(np.sum(proj2 * (t / (sigma + t)) ** 2)) + outside
+            alpha = gamma / (m_norm2 + eps)
+            beta = (n - gamma) / (resid2 + eps)
+            if abs(alpha / beta - t) / t <= tol:
+                break
+        evidence = (
+            d / 2.0 * np.log(alpha)
+            + n / 2.0 * np.log(beta)
+            - 0.5 * np.sum(np.log(alpha + beta * sigma))
+            - beta / 2.0 * resid2
+            - alpha / 2.0 * m_norm2
+            - n / 2.0 * np.log(2.0 * np.pi)
+        )
+        evidences.append(evidence / n)
+    return float(np.mean(evidences))
+
+
+def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
+    """LEEP: mean log of the expected empirical prediction P(y_i | theta_i).
+
+    Args:
+      source_probs: [N, Cs] rows summing to 1.
+      labels: [N] ints in [0, C).
+    Returns:
+      The score (float). Source classes with zero mass give NaN, as published.
+    """
+    n, num_source = source_probs.shape
+    num_target = int(labels.max()) + 1
+    scaled = source_probs / float(n)
+    joint = np.zeros((num_target, num_source), dtype=np.float64)
+    for c in range(num_target):
+        joint[c] = scaled[labels == c].sum(axis=0)
+    target_given_source = (joint / joint.sum(axis=0, keepdims=True)).T  # [Cs, C]
+    expected = source_probs @ target_given_source                       # [N, C]
+    picked = np.array([row[y] for row, y in zip(expected, labels)])
+    return float(np.mean(np.log(picked)))
+
+
+def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
+    """NCE: -H(Y | Z) with Z the argmax source class, the joint counted sample by sample.
+
+    Args:
+      source_probs: [N, Cs].
+      labels: [N] ints in [0, C).
+    Returns:
+      The score (float, <= 0).
+    """
+    source_labels = np.argmax(source_probs, axis=1)
+    n = len(labels)
+    num_target = int(labels.max()) + 1
+    num_source = int(source_labels.max()) + 1
+    joint = np.zeros((num_target, num_source), dtype=np.float64)
+    for z, y in zip(source_labels, labels):
+        joint[int(y), int(z)] += 1.0 / n
+    p_z = joint.sum(axis=0)
+    seen = p_z != 0
+    cond = (joint[:, seen] / p_z[seen]).T + 1e-20  # [Cs_seen, C] P(y | z)
+    entropy_given_z = np.sum(-cond * np.log(cond), axis=1)
+    return float(-np.sum(entropy_given_z * p_z[seen]))
+
+
+def nleep(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    variance: float = 0.8,
+    components_per_class: int = 5,
+    seed: int = 123,
+    max_iters: int = 100,
+    tol: float = 1e-3,
+) -> float:
+    """N-LEEP: LEEP with the posteriors of a GMM fitted on the PCA-reduced features.
+
+    Args:
+      features: [N, D] float.
+      labels: [N] ints in [0, C).
+      variance: PCA keeps the fewest components explaining more than this fraction.
+      components_per_class: GMM components = this times C (5 in the paper).
+      seed: random_state of the PCA and of the GMM's k-means initialisation.
+      max_iters, tol: EM controls (scikit-learn's defaults, which the published code keeps).
+    Returns:
+      The score (float).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    reduced = PCA(n_components=variance, random_state=seed).fit_transform(features)
+    num_components = components_per_class * (int(labels.max()) + 1)
+    gmm = GaussianMixture(
+        n_components=num_components, random_state=seed, max_iter=max_iters, tol=tol
+    ).fit(reduced)
+    posteriors = gmm.predict_proba(reduced)
+    return leep(posteriors.astype(np.float32), labels)
+
+
+def gbc(features: np.ndarray, labels: np.ndarray, *, dims: int = 64, seed: int = 0) -> float:
+    """GBC with spherical Gaussians on the top `dims` PCA components.
+
+    Args:
+      features: [N, D] float.
+      labels: [N] ints in [0, C).
+      dims: PCA dimensions (64 in the paper's experiments).
+      seed: random_state of the PCA (sklearn picks a randomized solver for 64 of 2048).
+    Returns:
+      The score (float, <= 0).
+    """
+    from sklearn.decomposition import PCA
+
+    n, d = features.shape
+    reduced = PCA(n_components=min(dims, n, d), random_state=seed).fit_transform(features)
+    classes = np.unique(labels)
+    means, variances = {}, {}
+    for c in classes:
+        members = reduced[labels == c]
+        means[c] = members.mean(axis=0)
+        variances[c] = np.maximum(members.var(axis=0), 1e-4).mean()  # spherical
+    total = 0.0
+    for c1 in classes:
+        for c2 in classes:
+            if c1 == c2:
+                continue
+            s1, s2 = variances[c1], variances[c2]
+            s = (s1 + s2) / 2.0
+            distance = np.sum((means[c1] - means[c2]) ** 2 / s) / 8.0 + 0.5 * (
+                np.log(s) - 0.5 * np.log(s1) - 0.5 * np.log(s2)
+            )
+            total += np.exp(-distance)
+    return float(-total)
+
+
+#: name -> (what the first argument is, function). Names match jscore's registry.
+REFERENCES = {
+    "hscore": ("features", hscore),
+    "reg_hscore": ("features", reg_hscore),
+    "logme": ("features", logme),
+    "nleep": ("features", nleep),
+    "gbc": ("features", gbc),
+    "leep": ("source", leep),
+    "nce": ("source", nce),
+}
