@@ -35,6 +35,17 @@ def nce_from_top(top, labels, *, num_classes: int, num_source_classes: int, samp
     return nce_from_stats(SourceStats(None, table, ls.n))
 
 
+def _on_host(x):
+    """x as a NumPy array when that costs no transfer (NumPy input, or a concrete array on the
+    CPU backend), else None."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        if all(d.platform == "cpu" for d in x.devices()):
+            return np.asarray(x)
+    return None
+
+
 def nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None):
     """NCE: minus the conditional entropy of the target labels given the source model's
     predicted labels.
@@ -56,11 +67,12 @@ def nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask
     Example:
       >>> nce(jnp.eye(2)[jnp.array([0, 0, 1, 1])], jnp.array([0, 0, 1, 1]), num_classes=2)  # 0.0
 
-    Called on concrete NumPy inputs, the argmax runs in NumPy (XLA:CPU's argmax over [N, Cs] is
-    several times slower); under a trace, or on device arrays, it runs in JAX. Same result.
+    On concrete inputs that live on the host (NumPy, or arrays on the CPU backend) the argmax runs
+    in NumPy (XLA:CPU's argmax over [N, Cs] is several times slower); under a trace, or on an
+    accelerator, it runs in JAX. Same result.
     """
-    if isinstance(source_probs, np.ndarray) and not isinstance(labels, jax.core.Tracer):
-        probs = source_probs
+    probs = _on_host(source_probs)
+    if probs is not None and not isinstance(labels, jax.core.Tracer):
         if source_mask is not None:
             probs = np.where(np.asarray(source_mask)[None, :] > 0, probs, -np.inf)
         top = np.argmax(probs, axis=1).astype(np.int32)
