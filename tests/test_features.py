@@ -1,7 +1,6 @@
 """Extraction: stored features equal a direct forward pass; the cache is reused byte for byte;
 an interrupted run resumes from its finished chunks; bad images; the CLI."""
 
-import json
 import os
 
 import jax

@@ -69,8 +69,6 @@ def _intervals(point, samples, level, names):
 
 def evaluate_arrays(r, *, seed: int = 0, num_resamples: int = 1000, k: int = 3, level: float = 0.95) -> Evaluation:
     """All statistics of a `ResultsArrays` with bootstrap intervals, plus rankings and diagnostics."""
-    import jax
-
     from jscore.evaluate.diagnostics import run_all
     from jscore.evaluate.resampling import STATISTICS, SUMMARY_STATISTICS, bootstrap
 

@@ -8,7 +8,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from jscore.stats import FeatureStats, default_rcond, feature_stats, rank_mask
+from jscore.stats import FeatureStats, feature_stats, rank_mask
 
 
 def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jscore.backbones import backbone_info, get_backbone, init_variables, list_backbones
-from jscore.backbones.weights import fingerprint, load_weights, save_weights
+from jscore.backbones.weights import fingerprint, save_weights
 
 FAMILIES = ["resnet8", "vit2_w32", "mobilenet3"]
 HEADS = {"resnet8": 3, "vit2_w32": 3, "mobilenet3": 0}

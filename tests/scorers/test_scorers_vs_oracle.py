@@ -4,7 +4,6 @@ float64 engine (x64) vs. oracle: ~1e-9 relative; float32 engine vs. oracle on th
 (float32-rounded) inputs: tolerances from tests/tolerances.py.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
