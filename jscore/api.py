@@ -4,10 +4,9 @@ decomposition) and `score_zoo` (many backbones on one dataset, vmapped per shape
 from __future__ import annotations
 
 from functools import partial
-from typing import Iterable, Mapping, Optional, Union
+from typing import Iterable, Mapping, NamedTuple, Optional, Union
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jscore._numerics import float64_scope
@@ -19,7 +18,7 @@ from jscore.scorers.logme import logme_from_stats
 from jscore.scorers.nce import nce_from_stats
 from jscore.scorers.nleep import nleep_dims, nleep_from_stats
 from jscore.scorers.reg_hscore import reg_hscore_from_stats
-from jscore.stats import SourceStats, feature_stats, label_stats
+from jscore.stats import SourceStats, argmax_table, feature_stats, label_stats
 from jscore.validate import validate_inputs
 
 _FROM_STATS = {
@@ -61,6 +60,39 @@ def hyperparams(name: str, options: Mapping) -> dict:
     return hp
 
 
+class Plan(NamedTuple):
+    """What a scoring call will compute: names (registry order), hp {name: hyper-parameters},
+    min_per_class (the most any requested score needs)."""
+
+    names: tuple
+    hp: dict
+    min_per_class: int
+
+
+def plan_scores(scores, options: Mapping, *, have_features: bool, have_source: bool) -> Plan:
+    """Resolve the requested scores and check their options (shared by `score` and `score_zoo`)."""
+    names = resolve_scores(scores, have_features=have_features, have_source=have_source)
+    unknown = set(options) - set(REGISTRY)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}: options are per score, e.g. gbc={{'dims': 32}}")
+    hp = {n: hyperparams(n, options) for n in names}
+    return Plan(names, hp, max([REGISTRY[n].min_per_class for n in names] or [1]))
+
+
+def check_samples(plan: Plan, num_samples: int, num_classes: int) -> None:
+    """N-LEEP's mixture needs at least as many samples as components."""
+    if "nleep" in plan.names:
+        components = plan.hp["nleep"]["components_per_class"] * num_classes
+        if num_samples < components:
+            raise ValueError(f"nleep fits {components} mixture components (components_per_class x C) and needs "
+                             f"at least that many samples, got {num_samples}")
+
+
+def as_float64(array):
+    """None stays None; anything else becomes a float64 NumPy array (the `float64=True` path)."""
+    return None if array is None else np.asarray(array, np.float64)
+
+
 def _freeze(hp: dict) -> tuple:
     return tuple(sorted(hp.items()))
 
@@ -77,11 +109,8 @@ def _feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
     for name in names:
         if name == "nleep":
             out[name] = nleep_from_stats(fs, key, num_classes=num_classes, **hp[name])
-        elif name == "hscore" and hp[name].get("rcond") is not None:
-            out[name] = hscore_from_stats(fs, rcond=hp[name]["rcond"])
         else:
-            h = {k: v for k, v in hp[name].items() if k != "rcond"}
-            out[name] = _FROM_STATS[name](fs, **h)
+            out[name] = _FROM_STATS[name](fs, **hp[name])
     return out
 
 
@@ -94,8 +123,7 @@ def _source_scores(probs, top, labels, *, names: tuple, num_classes: int):
     if "leep" in names:
         out["leep"] = leep_from_onehot(probs, onehot)
     if "nce" in names:
-        table = jnp.zeros((probs.shape[1], num_classes), probs.dtype).at[top].add(onehot)
-        out["nce"] = nce_from_stats(SourceStats(None, table, onehot.sum()))
+        out["nce"] = nce_from_stats(SourceStats(None, argmax_table(top, onehot, probs.shape[1]), onehot.sum()))
     return out
 
 
@@ -118,7 +146,7 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
       num_classes: C, optional (see labels).
       seed: seeds N-LEEP's mixture initialisation.
       float64: compute in float64 (CPU or GPU; not TPU). float32 treats directions whose variance
-        is below max(N, D) * eps(float32) of the largest as zero; features with condition
+        is below about 10 sqrt(max(N, D)) eps(float32) of the largest as zero; features with condition
         numbers beyond ~1e6 (e.g. a few massive activations) need float64 to keep them.
       **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
         `nleep={"components_per_class": 3}`.
@@ -131,25 +159,16 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     """
     if float64:
         with float64_scope():
-            as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
-            return score(as64(features), labels, source_probs=as64(source_probs),
-                         source_logits=as64(source_logits), scores=scores, num_classes=num_classes,
+            return score(as_float64(features), labels, source_probs=as_float64(source_probs),
+                         source_logits=as_float64(source_logits), scores=scores, num_classes=num_classes,
                          seed=seed, **options)
-    have_source = source_probs is not None or source_logits is not None
-    names = resolve_scores(scores, have_features=features is not None, have_source=have_source)
-    unknown = set(options) - set(REGISTRY)
-    if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)}: options are per score, e.g. gbc={{'dims': 32}}")
-    hp = {n: hyperparams(n, options) for n in names}
-    min_per_class = max([REGISTRY[n].min_per_class for n in names] or [1])
+    plan = plan_scores(scores, options, have_features=features is not None,
+                       have_source=source_probs is not None or source_logits is not None)
+    names, hp = plan.names, plan.hp
     v = validate_inputs(features if any(REGISTRY[n].needs == "features" for n in names) else None,
                         labels, source_probs, source_logits=source_logits, num_classes=num_classes,
-                        min_per_class=min_per_class)
-    if "nleep" in names:
-        components = hp["nleep"]["components_per_class"] * v.num_classes
-        if v.labels.shape[0] < components:
-            raise ValueError(f"nleep fits {components} mixture components (components_per_class x C) and needs "
-                             f"at least that many samples, got {v.labels.shape[0]}")
+                        min_per_class=plan.min_per_class)
+    check_samples(plan, v.labels.shape[0], v.num_classes)
     results = {}
     feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
     if feature_names:

@@ -84,14 +84,13 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     Returns:
       {model: {score: float}}; a model lacking an input simply lacks the scores that need it.
     """
-    from jscore.api import _freeze, hyperparams, resolve_scores
+    from jscore.api import _freeze, as_float64, check_samples, plan_scores
 
     if float64:
         from jscore._numerics import float64_scope
 
-        as64 = lambda a: None if a is None else np.asarray(a, np.float64)  # noqa: E731
         with float64_scope():
-            return score_buckets({m: {k: as64(v) for k, v in inputs.items()} for m, inputs in models.items()},
+            return score_buckets({m: {k: as_float64(v) for k, v in inputs.items()} for m, inputs in models.items()},
                                  labels, scores=scores, num_classes=num_classes, seed=seed, multiple=multiple,
                                  mesh=mesh, **options)
     if not models:
@@ -99,20 +98,20 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     have_features = any(m.get("features") is not None for m in models.values())
     have_source = any(m.get("source_probs") is not None or m.get("source_logits") is not None
                       for m in models.values())
-    names = resolve_scores(scores, have_features=have_features, have_source=have_source)
-    hp = {n: hyperparams(n, options) for n in names}
-    min_per_class = max([REGISTRY[n].min_per_class for n in names] or [1])
+    plan = plan_scores(scores, options, have_features=have_features, have_source=have_source)
+    names, hp = plan.names, plan.hp
     checked = {}
     for model, inputs in models.items():
         try:
             checked[model] = validate_inputs(inputs.get("features"), labels, inputs.get("source_probs"),
                                              source_logits=inputs.get("source_logits"),
-                                             num_classes=num_classes, min_per_class=min_per_class)
+                                             num_classes=num_classes, min_per_class=plan.min_per_class)
         except ValueError as err:
             raise ValueError(f"model {model!r}: {err}") from None
     first = next(iter(checked.values()))
     y, num_classes = first.labels, first.num_classes
     n = y.shape[0]
+    check_samples(plan, n, num_classes)
     data_shards = 1 if mesh is None else mesh.shape["data"]
     model_shards = 1 if mesh is None else mesh.shape["models"]
     extra = _pad_rows(n, data_shards)

@@ -155,6 +155,12 @@ class SourceStats(NamedTuple):
                            self.n + other.n)
 
 
+def argmax_table(top, onehot, num_source_classes: int):
+    """[Cs, C] counts of (predicted source class, target class): top [N] ints, onehot [N, C]
+    weighted one-hot labels. A scatter-add, O(N): no [N, Cs] one-hot."""
+    return jnp.zeros((num_source_classes, onehot.shape[1]), onehot.dtype).at[top].add(onehot)
+
+
 def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask=None) -> SourceStats:
     """Joint tables of source predictions and target labels. source_probs [N, Cs], labels [N]."""
     probs, dtype = _matrix_for_labels("source_probs", source_probs, labels)
@@ -164,6 +170,4 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
     probs = probs * smask[None, :]
     # Masked source classes can never be the argmax.
     top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
-    # The argmax table by scatter-add: O(N), no [N, Cs] one-hot.
-    counts = jnp.zeros((n_src, num_classes), dtype).at[top].add(ls.onehot)
-    return SourceStats(mm(probs.T, ls.onehot), counts, ls.n)
+    return SourceStats(mm(probs.T, ls.onehot), argmax_table(top, ls.onehot, n_src), ls.n)

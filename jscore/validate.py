@@ -74,8 +74,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def validate_inputs(features=None, labels=None, source_probs=None, *, source_logits=None,
-                    num_classes: Optional[int] = None, min_per_class: int = 1,
-                    min_samples: int = 1) -> Validated:
+                    num_classes: Optional[int] = None, min_per_class: int = 1) -> Validated:
     """Check and normalise the inputs of a scoring call.
 
     Labels: integers (or integral floats). With `num_classes` given they must lie in
@@ -132,6 +131,4 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
         c = small[0]
         raise ValueError(f"class {class_values[c]} has {counts[c]} sample(s); at least {min_per_class} "
                          "per class are needed")
-    if n < min_samples:
-        raise ValueError(f"{n} samples are too few: at least {min_samples} are needed")
     return Validated(feats, y.astype(np.int32), probs, num_classes, class_values)

@@ -39,6 +39,20 @@ def test_options_are_checked():
     with pytest.raises(ValueError, match="needs source_probs"):
         jscore.score(x, labels, scores=["leep"])
     assert jscore.score(x, labels, scores="gbc", gbc={"gaussian": "diagonal"}).keys() == {"gbc"}
+    # score_zoo plans its scores the same way: the same checks, the same errors.
+    zoo = {"m": {"features": x}}
+    with pytest.raises(ValueError, match="unknown option"):
+        jscore.score_zoo(zoo, labels, scores=["gbc"], dims=3)
+    with pytest.raises(ValueError, match="no hyper-parameter"):
+        jscore.score_zoo(zoo, labels, scores=["gbc"], gbc={"dimz": 3})
+
+
+def test_nleep_needs_a_sample_per_component():
+    x, labels = _ill_conditioned(n=24, d=5)  # 4 classes x 5 components = 20 <= 24, x 7 = 28 > 24
+    for call in (lambda **o: jscore.score(x, labels, scores=["nleep"], **o),
+                 lambda **o: jscore.score_zoo({"m": {"features": x}}, labels, scores=["nleep"], **o)):
+        with pytest.raises(ValueError, match="28 mixture components"):
+            call(nleep={"components_per_class": 7})
 
 
 def test_all_means_every_score_whose_inputs_exist():

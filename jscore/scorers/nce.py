@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscore._numerics import safe_div, xlogy_safe
-from jscore.stats import SourceStats, label_stats, source_stats
+from jscore.stats import SourceStats, argmax_table, label_stats, source_stats
 
 
 def nce_from_stats(st: SourceStats):
@@ -31,8 +31,7 @@ def nce_from_top(top, labels, *, num_classes: int, num_source_classes: int, samp
                  dtype=jnp.float32):
     """NCE from the predicted source classes top [N] (ints in [0, num_source_classes))."""
     ls = label_stats(labels, num_classes, sample_mask, dtype)
-    table = jnp.zeros((num_source_classes, num_classes), ls.onehot.dtype).at[top].add(ls.onehot)
-    return nce_from_stats(SourceStats(None, table, ls.n))
+    return nce_from_stats(SourceStats(None, argmax_table(top, ls.onehot, num_source_classes), ls.n))
 
 
 def _on_host(x):
