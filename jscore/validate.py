@@ -61,7 +61,7 @@ def _labels(labels, n: int) -> np.ndarray:
             raise ValueError("labels contain NaN or Inf")
         if not np.all(y == np.round(y)):
             raise ValueError("labels must be integers, got non-integer values "
-                             f"(e.g. {y[y != np.round(y)][0]!r}); for continuous targets use logme_regression")
+                             f"(e.g. {float(y[y != np.round(y)][0])}); for continuous targets use logme_regression")
         return y.astype(np.int64)
     raise ValueError(f"labels must be integers, got dtype {y.dtype}")
 
