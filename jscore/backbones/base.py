@@ -15,14 +15,20 @@ Variables = Any  # a pytree: {"params": ..., "batch_stats": ...} for Flax linen 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """How images reach the model: resize the short side to `resize_size`, centre-crop
-    `image_size`, grey to RGB, scale to [0, 1], normalise with `mean`/`std` (per channel)."""
+    """How images reach the model: resize the short side to `resize_size` (with
+    `interpolation`, "bilinear" or "bicubic"), centre-crop `image_size`, grey to RGB, scale to
+    [0, 1], normalise with `mean`/`std` (per channel).
+
+    A centre crop of a fraction f of the image (TF-slim's 87.5%) is `resize_size =
+    round(image_size / f)`; an affine input map `(x - a) / b` on 0..255 pixels is `mean = a / 255`,
+    `std = b / 255`."""
 
     image_size: int
     resize_size: int
     mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
     channels_first: bool = False
+    interpolation: str = "bilinear"
 
 
 @dataclasses.dataclass(frozen=True)

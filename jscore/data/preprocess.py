@@ -20,6 +20,8 @@ from jscore.backbones.base import Preprocess
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
+# PIL's resampling filters by name (PIL.Image.Resampling values, spelled out so PIL loads lazily).
+_RESAMPLE = {"bilinear": 2, "bicubic": 3}
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -41,12 +43,14 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 def resize_crop(image: np.ndarray, preset: Preprocess) -> np.ndarray:
     """One uint8 image `[H, W, C]` -> uint8 `[S, S, 3]`, S = `preset.image_size`.
 
-    The short side is resized to `preset.resize_size` (bilinear with antialiasing, PIL's
-    default), then the centre `S x S` is cropped (the paper: resize to S + 32, crop S).
+    The short side is resized to `preset.resize_size` (`preset.interpolation`: bilinear or
+    bicubic, with PIL's antialiasing), then the centre `S x S` is cropped (the paper: resize to S + 32, crop S).
     An image already `S x S` with `resize_size == S` passes through untouched.
     """
     from PIL import Image
 
+    if preset.interpolation not in _RESAMPLE:
+        raise ValueError(f"unknown interpolation {preset.interpolation!r}; known: {sorted(_RESAMPLE)}")
     image = to_rgb(image)
     h, w = image.shape[:2]
     size, short = preset.image_size, preset.resize_size
@@ -56,7 +60,7 @@ def resize_crop(image: np.ndarray, preset: Preprocess) -> np.ndarray:
         scale = short / min(h, w)
         # Round, never truncate: the short side lands exactly on `short`.
         new_h, new_w = max(short, int(round(h * scale))), max(short, int(round(w * scale)))
-        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+        image = np.asarray(Image.fromarray(image).resize((new_w, new_h), _RESAMPLE[preset.interpolation]))
         h, w = new_h, new_w
     top, left = (h - size) // 2, (w - size) // 2
     return np.ascontiguousarray(image[top : top + size, left : left + size])

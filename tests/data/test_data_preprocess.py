@@ -66,3 +66,21 @@ def test_preprocess_list_of_sizes_and_grey():
     mean, std = np.array(preset.mean), np.array(preset.std)
     np.testing.assert_allclose(out[0], np.broadcast_to((1.0 - mean) / std, (16, 16, 3)), rtol=1e-6)
     np.testing.assert_allclose(out[1], np.broadcast_to((0.0 - mean) / std, (16, 16, 3)), rtol=1e-6)
+
+
+def test_bicubic_interpolation_matches_pil_and_differs_from_bilinear():
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, size=(50, 40, 3), dtype=np.uint8)
+    cubic = resize_crop(img, Preprocess(image_size=32, resize_size=36, interpolation="bicubic"))
+    want = np.asarray(Image.fromarray(img).resize((36, 45), Image.BICUBIC))[6:38, 2:34]
+    np.testing.assert_array_equal(cubic, want)
+    linear = resize_crop(img, Preprocess(image_size=32, resize_size=36))
+    assert np.abs(cubic.astype(int) - linear.astype(int)).max() > 0
+
+
+def test_unknown_interpolation_is_a_value_error():
+    img = np.zeros((40, 40, 3), np.uint8)
+    with pytest.raises(ValueError, match="interpolation"):
+        resize_crop(img, Preprocess(image_size=32, resize_size=36, interpolation="lanczos"))
