@@ -16,6 +16,7 @@ COMMANDS = {
     "extract": ("jscore.commands.extract", "extract backbone features and source logits from a dataset"),
     "finetune": ("jscore.commands.finetune", "fine-tune a backbone with a hyper-parameter search (ground truth)"),
     "evaluate": ("jscore.commands.evaluate", "compare scores with ground truth: Kendall tau, intervals, plots"),
+    "zoo": ("jscore.commands.zoo", "list the known backbones: source task, published top-1, size, where weights come from"),
 }
 
 

@@ -39,3 +39,15 @@ def shared_data():
     if not os.path.isdir(path):
         pytest.skip("shared datasets are not beside this checkout")
     return path
+
+
+SHARED_MODELS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "models")
+
+
+@pytest.fixture
+def shared_models():
+    """Path of the real checkpoints beside the checkout; skips the test when they are absent."""
+    path = os.path.abspath(SHARED_MODELS)
+    if not os.path.isdir(path):
+        pytest.skip("shared checkpoints are not beside this checkout")
+    return path

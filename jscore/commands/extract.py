@@ -10,7 +10,11 @@ DATA_HELP = ("dataset: npz:FILE, csv:DIR (DIR/<split>.csv), csv:FILE.csv, folder
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", required=True,
-                        help="zoo name (resnet8, vit4_w64, mobilenet6, ...), hf:HUB_ID_OR_DIR or hf-random:PRESET")
+                        help="a published checkpoint (`jscore zoo` lists them: mobilenet_v2_1.0_224_quant, "
+                             "efficientnet_lite0, ...), tflite:FILE, a zoo name (resnet8, vit4_w64, mobilenet6, "
+                             "...), hf:HUB_ID_OR_DIR or hf-random:PRESET")
+    parser.add_argument("--models-dir", help="folder with one sub-folder per published checkpoint "
+                                             "(default: $JSCORE_MODELS, then the checkpoints shipped with jscore)")
     parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split", default="train", help="split name (default: train; 'all' for a folder without splits)")
     parser.add_argument("--out", required=True, help="output folder (the cache); the .npz path is printed")
@@ -63,6 +67,8 @@ def run(args) -> int:
         bkw["from_pt"] = True
     if args.backbone.startswith("hf-random:"):
         bkw["seed"] = args.seed
+    if args.models_dir:
+        bkw["models_dir"] = args.models_dir
     backbone = get_backbone(args.backbone, num_source_classes=args.num_source_classes, image_size=args.image_size,
                             weights=args.weights, **bkw)
     path = extract(backbone, dataset, args.out, seed=args.seed, batch_size=args.batch_size,

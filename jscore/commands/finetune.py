@@ -18,7 +18,11 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
-    g.add_argument("--backbone", required=True, help="backbone name (zoo: resnet8, vit4_w64, ...; hf:ID; hf-random:PRESET)")
+    g.add_argument("--backbone", required=True,
+                   help="backbone name (a published checkpoint from `jscore zoo`; tflite:FILE; zoo: resnet8, "
+                        "vit4_w64, ...; hf:ID; hf-random:PRESET)")
+    g.add_argument("--models-dir", help="folder with one sub-folder per published checkpoint "
+                                        "(default: $JSCORE_MODELS, then the checkpoints shipped with jscore)")
     g.add_argument("--weights", help="starting weights for a zoo backbone (.msgpack or orbax folder)")
     g.add_argument("--data", required=True, help="dataset spec (npz:PATH, csv:DIR, folder:ROOT, tfds:NAME)")
     g.add_argument("--dataset-name", help="name recorded for the dataset (default: the spec)")
@@ -98,6 +102,8 @@ def run(args) -> int:
     from jscore.finetune.train import TrainConfig, image_input_fn
 
     kw = {"dtype": "bfloat16"} if args.bf16 else {}
+    if args.models_dir:
+        kw["models_dir"] = args.models_dir
     backbone = get_backbone(args.backbone, image_size=args.image_size, weights=args.weights, **kw)
     variables = init_variables(backbone, args.seed)
     image_size = backbone.preprocess.image_size
