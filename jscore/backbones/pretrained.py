@@ -26,6 +26,8 @@ IMAGENET = "ImageNet-1k"
 CIFAR10 = "CIFAR-10"
 # ImageNet-1k TF-slim evaluation: centre crop 87.5%, bilinear.
 SLIM = {"crop_fraction": 0.875, "interpolation": "bilinear"}
+# torchvision's ImageNet normalisation as an input map (x - a) / b on 0..255 pixels, per channel.
+IMAGENET_NORM = ((0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,7 @@ _ENTRIES = [
             70.8, 224, 1280, 0),
     _tflite("mobilenet_v2_torchvision_quant", "MobileNetV2, torchvision's quantised model (int8, NCHW)",
             "mobilenet_v2_quantized_1x3x224x224.tflite", 71.7, 224, 1280, 0, origin="tensorflow/tflite-micro",
-            crop_fraction=224 / 256, input_norm=("imagenet",)),
+            crop_fraction=224 / 256, input_norm=IMAGENET_NORM),
     _tflite("mobilenet_v3_small_1.0_224_quant", "MobileNetV3-Small x1.0 (uint8)", "v3-small_224_1.0_uint8.tflite",
             64.9, 224, 1024, 0, licence="Apache-2.0 (Google's model; MIT copying repository)",
             origin="weilly0912/ATU_Model_Zoo"),
