@@ -131,6 +131,8 @@ class TFLiteGraphInfo:
         0 without a classifier.
       operators: the builtin operator names used, sorted.
       quantized: whether any activation is quantised.
+      features_tensor, logits_tensor: the file's tensor indices of the features and of the
+        classifier output (None without a classifier), to read them from a runtime.
     """
 
     input_shape: Tuple[int, ...]
@@ -142,6 +144,8 @@ class TFLiteGraphInfo:
     classifier_outputs: int
     operators: Tuple[str, ...]
     quantized: bool
+    features_tensor: int = -1
+    logits_tensor: Optional[int] = None
 
 
 class _Graph:
@@ -492,19 +496,24 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         raise ValueError(f"{where}: background=True but the classifier has {n_out} outputs")
     input_index = graph.inputs[0]
 
-    def apply_fn(p, x):
+    def all_tensors(p, x):
+        """`{tensor index: value}` of every computed tensor (for checks against a runtime)."""
         from jscore.backbones import tflite_ops as ops
 
         x = jnp.asarray(x, jnp.float32)
-        if fake_quant and in_grid is not None:
-            x = ops.quantize_grid(x, *in_grid)
+        if in_grid is not None:
+            x = ops.quantize_grid(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
         env = {input_index: x}
         for key, fn, live, out, grid in steps:
             xs = [env[i] if i is not None else None for i in live]
             y = fn(p.get(key, {}) if key is not None else {}, xs)
-            if fake_quant and grid is not None:
-                y = ops.quantize_grid(y, *grid)
+            if grid is not None:
+                y = ops.quantize_grid(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid)
             env[out] = y
+        return env
+
+    def apply_fn(p, x):
+        env = all_tensors(p, x)
         feats = env[features_t]
         feats = feats.reshape(feats.shape[0], -1)
         if logits_t is None:
@@ -512,6 +521,8 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         logits = env[logits_t]
         logits = logits.reshape(logits.shape[0], -1)
         return feats, (logits[:, 1:] if drop else logits)
+
+    apply_fn.all_tensors = all_tensors
 
     # Shapes by tracing once (batch of 1), so the file's missing intermediate shapes do not matter.
     import jax
@@ -535,7 +546,8 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         input_zero_point=int(in_t.zero_point[0]) if in_t.quantized else None,
         channels_first=channels_first, feature_dim=feature_dim, classifier_outputs=n_out,
         operators=tuple(sorted({op.name for op in graph.ops})),
-        quantized=any(t.quantized and t.data is None for t in graph.tensors))
+        quantized=any(t.quantized and t.data is None for t in graph.tensors),
+        features_tensor=features_t, logits_tensor=logits_t)
     return apply_fn, params, info
 
 

@@ -200,3 +200,11 @@ def quantize_grid(x, scale, zero_point, qmin: int, qmax: int):
     q = jnp.clip(jnp.round(x / scale) + zero_point, qmin, qmax)
     y = (q - zero_point) * scale
     return x + lax.stop_gradient(y - x)
+
+
+def clip_to_grid(x, scale, zero_point, qmin: int, qmax: int):
+    """Clip `x` to the real range a quantised tensor can hold, `[scale (qmin - z), scale (qmax -
+    z)]`, without rounding. The integer kernels saturate every output to that range, and
+    converters rely on it: a uint8 tensor with zero point 0 is a ReLU even where the op's fused
+    activation says NONE (MobileNetV3's files), so the float forward applies it too."""
+    return jnp.clip(x, scale * (qmin - zero_point), scale * (qmax - zero_point))
