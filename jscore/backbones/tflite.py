@@ -1,0 +1,645 @@
+"""TFLite flatbuffers -> trainable JAX backbones.
+
+    >>> from jscore.backbones.tflite import load_tflite
+    >>> bb = load_tflite("../shared/models/mobilenet_v2_1.0_224_quant/mobilenet_v2_1.0_224_quant.tflite")
+    >>> features, logits = bb.embed(bb.variables, images)   # [B, 1280], [B, 1000] (background dropped)
+
+`import_tflite(bytes)` reads the flatbuffer with the maintained `tflite` package (the schema's
+generated bindings), dequantises every weight to float32 (`scale * (q - zero_point)`, per tensor or
+per output channel; int8/uint8 weights, int32 biases, float16 and float32 as they are), and builds
+the forward pass once, as a chain of `jscore.backbones.tflite_ops` calls closed over the graph's
+static facts (strides, paddings, shapes, which tensors feed which op). Under `jax.jit` the
+program is a flat XLA graph: nothing about the file is looked at when it runs.
+
+What the backbone returns:
+- features: the input of the final classifier (the FULLY_CONNECTED or 1x1 CONV_2D reached from
+  the graph output through SOFTMAX / RESHAPE / SQUEEZE / (DE)QUANTIZE), flattened to `[B, D]`;
+  a graph without such a classifier (an embedding extractor) gives its output as features.
+- source logits: that classifier's output (before softmax), `[B, Cs]`, with column 0 dropped
+  when it is a background class (see `load_tflite`'s `background`).
+
+Quantised activations: by default the forward is float (dequantised weights, float activations:
+what fine-tuning wants). `fake_quant=True` rounds and clips every uint8/int8 activation tensor to
+its quantisation grid (straight-through gradient), which follows the integer runtime more
+closely; docs/zoo.md records what each choice measures against `ai-edge-litert`.
+
+Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from jscore.backbones.base import Backbone, Preprocess
+
+__all__ = ["load_tflite", "import_tflite", "TFLiteGraphInfo", "tflite_operators", "SUPPORTED_OPERATORS"]
+
+# Operators this importer builds (TFLite BuiltinOperator names).
+SUPPORTED_OPERATORS = (
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
+    "FULLY_CONNECTED", "HARD_SWISH", "LOGISTIC", "MAX_POOL_2D", "MEAN", "MUL", "PAD", "QUANTIZE",
+    "RELU", "RELU6", "RESHAPE", "SOFTMAX", "SQUEEZE", "SUB", "TRANSPOSE",
+)
+
+# Ops walked through from the graph output back to the classifier.
+_HEAD_PASSTHROUGH = ("SOFTMAX", "RESHAPE", "SQUEEZE", "QUANTIZE", "DEQUANTIZE")
+
+# Published files whose input convention differs from what their input tensor says
+# (../shared/models/README.md), keyed by sha256: `(a, b)` means the model takes (x - a) / b of
+# 0..255 pixels, per channel when a and b are triples.
+_IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+_IMAGENET_STD_255 = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+KNOWN_INPUT_NORMS: Dict[str, Tuple[Any, Any]] = {
+    # mobilenet_edgetpu_0.75_224_post_training_quant.tflite: (x - 128) / 128, then the input's
+    # own quantisation (scale 0.01157, zero point 123) inside the runtime.
+    "f62a136cbe6ab745e0eaf5ce308666ffe57cf36b5e6550200b88c11ab30014cd": (128.0, 128.0),
+    # mobilenet_v2_quantized_1x3x224x224.tflite (torchvision's quantised MobileNetV2): ImageNet mean/std.
+    "2778683128d56fe4a3da6b8cdbbb00ec12663553f30a9b4fe927747ba637bb2f": (_IMAGENET_MEAN_255, _IMAGENET_STD_255),
+}
+
+
+def _schema():
+    try:
+        import tflite  # the maintained schema bindings (PyPI `tflite`)
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("reading .tflite files needs the `tflite` package: pip install 'jscore[models]'") from e
+    return tflite
+
+
+def _enum_names(cls) -> Dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+_NP_TYPES = {"FLOAT32": np.float32, "FLOAT16": np.float16, "INT32": np.int32, "UINT8": np.uint8,
+             "INT64": np.int64, "INT8": np.int8, "INT16": np.int16, "FLOAT64": np.float64, "BOOL": np.bool_}
+_QRANGE = {"UINT8": (0, 255), "INT8": (-128, 127), "INT16": (-32768, 32767)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tensor:
+    index: int
+    name: str
+    dtype: str                     # TensorType name
+    shape: Tuple[int, ...]         # as stored (may be () when the converter left it out)
+    scale: Optional[np.ndarray]    # None when not quantised
+    zero_point: Optional[np.ndarray]
+    quantized_dimension: int
+    data: Optional[np.ndarray]     # raw constant data (file dtype, file shape) or None
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None
+
+    def dequantized(self) -> np.ndarray:
+        """Constant data as float32: `scale * (q - zero_point)` for quantised integers."""
+        data = self.data
+        if self.quantized and data.dtype.kind in "iu":
+            scale, zp = self.scale.astype(np.float64), self.zero_point.astype(np.float64)
+            if scale.size > 1:
+                shape = [1] * data.ndim
+                shape[self.quantized_dimension] = scale.size
+                scale, zp = scale.reshape(shape), zp.reshape(shape)
+            return (scale * (data.astype(np.float64) - zp)).astype(np.float32)
+        return data.astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Op:
+    index: int
+    name: str              # BuiltinOperator name
+    inputs: Tuple[int, ...]
+    outputs: Tuple[int, ...]
+    options: Dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteGraphInfo:
+    """What the importer found in a file.
+
+    Attributes:
+      input_shape: the graph input's shape as stored (batch 1), e.g. (1, 224, 224, 3).
+      input_dtype: "UINT8", "INT8" or "FLOAT32".
+      input_scale, input_zero_point: the input's quantisation (None for float inputs).
+      channels_first: the input is `[1, 3, H, W]`.
+      feature_dim: D.
+      classifier_outputs: the classifier's output count (before dropping a background column);
+        0 without a classifier.
+      operators: the builtin operator names used, sorted.
+      quantized: whether any activation is quantised.
+      features_tensor, logits_tensor: the file's tensor indices of the features and of the
+        classifier output (None without a classifier), to read them from a runtime.
+    """
+
+    input_shape: Tuple[int, ...]
+    input_dtype: str
+    input_scale: Optional[float]
+    input_zero_point: Optional[int]
+    channels_first: bool
+    feature_dim: int
+    classifier_outputs: int
+    operators: Tuple[str, ...]
+    quantized: bool
+    features_tensor: int = -1
+    logits_tensor: Optional[int] = None
+
+
+class _Graph:
+    """The parsed subgraph 0: tensors, operators, inputs and outputs (plain Python/NumPy)."""
+
+    def __init__(self, data: bytes, where: str):
+        tfl = _schema()
+        self.where = where
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ValueError(f"{where}: expected the file's bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if len(data) < 8 or not tfl.Model.ModelBufferHasIdentifier(data, 0):
+            raise ValueError(f"{where}: not a TFLite flatbuffer (no 'TFL3' file identifier)")
+        try:
+            self._parse(tfl, data)
+        except ValueError:
+            raise
+        except Exception as e:  # flatbuffers reads past the end of a cut file as struct/index errors
+            raise ValueError(f"{where}: truncated or corrupt TFLite file ({type(e).__name__}: {e})") from e
+
+    def _parse(self, tfl, data: bytes) -> None:
+        model = tfl.Model.GetRootAsModel(data, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError(f"{self.where}: the model has no subgraph")
+        op_names = _enum_names(tfl.BuiltinOperator)
+        type_names = _enum_names(tfl.TensorType)
+        sg = model.Subgraphs(0)
+        codes = []
+        for i in range(model.OperatorCodesLength()):
+            oc = model.OperatorCodes(i)
+            code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+            name = op_names.get(code, f"builtin code {code}")
+            if name == "CUSTOM":
+                custom = oc.CustomCode()
+                name = f"CUSTOM ({custom.decode(errors='replace') if custom else '?'})"
+            codes.append(name)
+        self.tensors: List[_Tensor] = []
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            dtype = type_names.get(t.Type(), f"type {t.Type()}")
+            shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+            q = t.Quantization()
+            scale = zp = None
+            qdim = 0
+            if q is not None and q.ScaleLength():
+                scale = np.asarray(q.ScaleAsNumpy(), np.float32)
+                zp = np.asarray(q.ZeroPointAsNumpy(), np.int64) if q.ZeroPointLength() else np.zeros(scale.shape, np.int64)
+                if zp.size == 1 and scale.size > 1:
+                    zp = np.full(scale.shape, int(zp[0]), np.int64)
+                qdim = int(q.QuantizedDimension())
+            if t.Sparsity() is not None:
+                raise ValueError(f"{self.where}: tensor {t.Name().decode(errors='replace')!r} is sparse (unsupported)")
+            const = None
+            buf = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+            if buf is not None:
+                raw = None
+                if buf.DataLength():
+                    raw = buf.DataAsNumpy().tobytes()
+                elif buf.Offset() > 1:  # large models keep buffers after the flatbuffer
+                    off, size = int(buf.Offset()), int(buf.Size())
+                    if off + size > len(data):
+                        raise ValueError(f"{self.where}: truncated TFLite file (buffer past the end)")
+                    raw = data[off:off + size]
+                if raw is not None:
+                    if dtype not in _NP_TYPES:
+                        raise ValueError(f"{self.where}: constant tensor of unsupported type {dtype}")
+                    arr = np.frombuffer(raw, dtype=_NP_TYPES[dtype])
+                    if arr.size != int(np.prod(shape)):
+                        raise ValueError(f"{self.where}: tensor {i} holds {arr.size} values for shape {shape}")
+                    const = arr.reshape(shape)
+            name = t.Name().decode(errors="replace") if t.Name() else f"tensor{i}"
+            self.tensors.append(_Tensor(i, name, dtype, shape, scale, zp, qdim, const))
+        self.ops: List[_Op] = []
+        for i in range(sg.OperatorsLength()):
+            op = sg.Operators(i)
+            name = codes[op.OpcodeIndex()]
+            inputs = tuple(int(j) for j in op.InputsAsNumpy()) if op.InputsLength() else ()
+            outputs = tuple(int(j) for j in op.OutputsAsNumpy()) if op.OutputsLength() else ()
+            self.ops.append(_Op(i, name, inputs, outputs, _options(tfl, name, op)))
+        self.inputs = tuple(int(j) for j in sg.InputsAsNumpy())
+        self.outputs = tuple(int(j) for j in sg.OutputsAsNumpy())
+        self.producer = {o: op for op in self.ops for o in op.outputs}
+
+
+def _options(tfl, name: str, op) -> Dict[str, Any]:
+    """The op's builtin options as a dict of plain values (names as in schema.fbs)."""
+    table = op.BuiltinOptions()
+    act_names = _enum_names(tfl.ActivationFunctionType)
+    pad_names = _enum_names(tfl.Padding)
+
+    def read(cls):
+        o = cls()
+        if table is not None:
+            o.Init(table.Bytes, table.Pos)
+        return o if table is not None else None
+
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        o = read(tfl.Conv2DOptions if name == "CONV_2D" else tfl.DepthwiseConv2DOptions)
+        out = {"padding": pad_names[o.Padding()], "strides": (o.StrideH(), o.StrideW()),
+               "dilation": (o.DilationHFactor(), o.DilationWFactor()),
+               "activation": act_names[o.FusedActivationFunction()]}
+        if name == "DEPTHWISE_CONV_2D":
+            out["depth_multiplier"] = o.DepthMultiplier()
+        return out
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        o = read(tfl.Pool2DOptions)
+        return {"padding": pad_names[o.Padding()], "strides": (o.StrideH(), o.StrideW()),
+                "window": (o.FilterHeight(), o.FilterWidth()), "activation": act_names[o.FusedActivationFunction()]}
+    if name == "FULLY_CONNECTED":
+        o = read(tfl.FullyConnectedOptions)
+        if o is None:
+            return {"activation": "NONE", "keep_num_dims": False, "weights_format": 0}
+        return {"activation": act_names[o.FusedActivationFunction()], "keep_num_dims": bool(o.KeepNumDims()),
+                "weights_format": o.WeightsFormat()}
+    if name in ("ADD", "SUB", "MUL"):
+        cls = {"ADD": tfl.AddOptions, "SUB": tfl.SubOptions, "MUL": tfl.MulOptions}[name]
+        o = read(cls)
+        return {"activation": act_names[o.FusedActivationFunction()] if o is not None else "NONE"}
+    if name == "CONCATENATION":
+        o = read(tfl.ConcatenationOptions)
+        return {"axis": o.Axis(), "activation": act_names[o.FusedActivationFunction()]}
+    if name == "SOFTMAX":
+        o = read(tfl.SoftmaxOptions)
+        return {"beta": o.Beta() if o is not None else 1.0}
+    if name == "RESHAPE":
+        o = read(tfl.ReshapeOptions)
+        return {"new_shape": tuple(int(s) for s in o.NewShapeAsNumpy()) if o is not None and o.NewShapeLength() else None}
+    if name == "SQUEEZE":
+        o = read(tfl.SqueezeOptions)
+        return {"dims": tuple(int(s) for s in o.SqueezeDimsAsNumpy()) if o is not None and o.SqueezeDimsLength() else ()}
+    if name == "MEAN":
+        o = read(tfl.ReducerOptions)
+        return {"keep_dims": bool(o.KeepDims()) if o is not None else False}
+    return {}
+
+
+def tflite_operators(data: bytes, where: str = "<bytes>") -> Dict[str, int]:
+    """`{operator name: count}` for a TFLite file's bytes (the main subgraph)."""
+    graph = _Graph(data, where)
+    counts: Dict[str, int] = {}
+    for op in graph.ops:
+        counts[op.name] = counts.get(op.name, 0) + 1
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the forward pass
+
+
+def _find_head(graph: _Graph) -> Tuple[Optional[_Op], int]:
+    """-> (the classifier op or None, the features tensor index)."""
+    t = graph.outputs[0]
+    while True:
+        op = graph.producer.get(t)
+        if op is None:
+            return None, t
+        if op.name in _HEAD_PASSTHROUGH:
+            t = op.inputs[0]
+            continue
+        if op.name == "FULLY_CONNECTED" or (op.name == "CONV_2D" and graph.tensors[op.inputs[1]].shape[1:3] == (1, 1)):
+            return op, op.inputs[0]
+        return None, graph.outputs[0]
+
+
+def _needed(graph: _Graph, targets: Sequence[int]) -> List[_Op]:
+    """Ops needed to compute `targets`, in file order (TFLite files are topologically sorted)."""
+    need = set(targets)
+    keep = []
+    for op in reversed(graph.ops):
+        if any(o in need for o in op.outputs):
+            keep.append(op)
+            need.update(i for i in op.inputs if i >= 0)
+    return keep[::-1]
+
+
+def _const_int(graph: _Graph, op: _Op, k: int) -> np.ndarray:
+    t = graph.tensors[op.inputs[k]]
+    if t.data is None:
+        raise ValueError(f"{graph.where}: {op.name} (op {op.index}) needs a constant input {k} ({t.name!r})")
+    return np.asarray(t.data)
+
+
+def _layer_params(graph: _Graph, op: _Op) -> Dict[str, np.ndarray]:
+    """Float32 parameters of one op in jscore's layouts (see tflite_ops)."""
+    T = graph.tensors
+    params: Dict[str, np.ndarray] = {}
+    if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        w = T[op.inputs[1]]
+        if w.data is None:
+            raise ValueError(f"{graph.where}: {op.name} (op {op.index}) has non-constant weights (unsupported)")
+        kernel = w.dequantized()
+        if op.name == "CONV_2D":
+            kernel = kernel.transpose(1, 2, 3, 0)                 # OHWI -> HWIO
+        elif op.name == "DEPTHWISE_CONV_2D":
+            kernel = kernel.transpose(1, 2, 0, 3)                 # 1HW(CM) -> HW1(CM)
+        else:
+            if op.options.get("weights_format", 0) != 0:
+                raise ValueError(f"{graph.where}: FULLY_CONNECTED with shuffled weights is unsupported")
+            kernel = kernel.T                                     # [O, I] -> [I, O]
+        params["kernel"] = np.ascontiguousarray(kernel)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = T[op.inputs[2]]
+            if b.data is None:
+                raise ValueError(f"{graph.where}: {op.name} (op {op.index}) has a non-constant bias (unsupported)")
+            params["bias"] = b.dequantized().reshape(-1)
+        else:
+            params["bias"] = np.zeros((kernel.shape[-1],), np.float32)
+    elif op.name in ("ADD", "SUB", "MUL", "CONCATENATION", "DEQUANTIZE"):
+        for k, i in enumerate(op.inputs):
+            if i >= 0 and T[i].data is not None:
+                params[f"input{k}"] = T[i].dequantized()
+    return params
+
+
+def _grid(t: _Tensor):
+    """(scale, zero point, qmin, qmax) of a quantised uint8/int8 activation tensor, or None."""
+    if not t.quantized or t.dtype not in _QRANGE or t.scale.size != 1:
+        return None
+    qmin, qmax = _QRANGE[t.dtype]
+    return float(t.scale[0]), float(t.zero_point[0]), qmin, qmax
+
+
+def _op_fn(graph: _Graph, op: _Op) -> Callable:
+    """`(layer_params, inputs: list of arrays or None for constants) -> output array`."""
+    from jscore.backbones import tflite_ops as ops
+
+    o = op.options
+    name = op.name
+    if name == "CONV_2D":
+        return lambda p, xs: ops.conv_2d(xs[0], p["kernel"], p["bias"], strides=o["strides"], padding=o["padding"],
+                                         dilation=o["dilation"], activation=o["activation"])
+    if name == "DEPTHWISE_CONV_2D":
+        return lambda p, xs: ops.depthwise_conv_2d(xs[0], p["kernel"], p["bias"], strides=o["strides"],
+                                                   padding=o["padding"], dilation=o["dilation"],
+                                                   activation=o["activation"])
+    if name == "FULLY_CONNECTED":
+        return lambda p, xs: ops.fully_connected(xs[0], p["kernel"], p["bias"], keep_num_dims=o["keep_num_dims"],
+                                                 activation=o["activation"])
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        f = ops.average_pool_2d if name == "AVERAGE_POOL_2D" else ops.max_pool_2d
+        return lambda p, xs: f(xs[0], window=o["window"], strides=o["strides"], padding=o["padding"],
+                               activation=o["activation"])
+    if name in ("ADD", "SUB", "MUL"):
+        f = {"ADD": ops.add, "SUB": ops.sub, "MUL": ops.mul}[name]
+        return lambda p, xs: f(_arg(p, xs, 0), _arg(p, xs, 1), activation=o["activation"])
+    if name == "CONCATENATION":
+        n = len(op.inputs)
+        return lambda p, xs: ops.concatenation([_arg(p, xs, k) for k in range(n)], axis=o["axis"],
+                                               activation=o["activation"])
+    if name == "HARD_SWISH":
+        return lambda p, xs: ops.hard_swish(xs[0])
+    if name == "LOGISTIC":
+        return lambda p, xs: ops.logistic(xs[0])
+    if name == "RELU":
+        return lambda p, xs: ops.fused_activation(xs[0], "RELU")
+    if name == "RELU6":
+        return lambda p, xs: ops.fused_activation(xs[0], "RELU6")
+    if name == "SOFTMAX":
+        return lambda p, xs: ops.softmax(xs[0], beta=o["beta"])
+    if name in ("QUANTIZE", "DEQUANTIZE"):
+        return lambda p, xs: _arg(p, xs, 0)
+    if name == "MEAN":
+        axes = tuple(int(a) for a in _const_int(graph, op, 1).reshape(-1))
+        return lambda p, xs: ops.mean(xs[0], axes, keep_dims=o["keep_dims"])
+    if name == "PAD":
+        paddings = _const_int(graph, op, 1).reshape(-1, 2)
+        return lambda p, xs: ops.pad(xs[0], paddings)
+    if name == "TRANSPOSE":
+        perm = tuple(int(a) for a in _const_int(graph, op, 1).reshape(-1))
+        return lambda p, xs: ops.transpose(xs[0], perm)
+    if name == "RESHAPE":
+        if len(op.inputs) > 1 and op.inputs[1] >= 0 and graph.tensors[op.inputs[1]].data is not None:
+            shape = tuple(int(s) for s in _const_int(graph, op, 1).reshape(-1))
+        elif o.get("new_shape") is not None:
+            shape = o["new_shape"]
+        else:
+            shape = graph.tensors[op.outputs[0]].shape
+            if not shape:
+                raise ValueError(f"{graph.where}: RESHAPE (op {op.index}) has no static target shape")
+        return lambda p, xs: ops.reshape(xs[0], shape)
+    if name == "SQUEEZE":
+        return lambda p, xs: ops.squeeze(xs[0], o["dims"])
+    raise ValueError(f"{graph.where}: unsupported TFLite operator {name} (op {op.index}); "
+                     f"supported: {', '.join(SUPPORTED_OPERATORS)}")
+
+
+def _arg(p, xs, k):
+    return p[f"input{k}"] if xs[k] is None else xs[k]
+
+
+def _op_key(op: _Op) -> str:
+    return f"{op.index:03d}_{op.name.lower()}"
+
+
+def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[bool] = None,
+                  fake_quant: bool = False):
+    """A TFLite file's bytes -> `(apply_fn, params, info)`, pure (no file access).
+
+    Args:
+      data: the `.tflite` file's bytes.
+      where: the file's name, used in error messages.
+      background: drop output column 0 of the classifier (a background class). None: drop it
+        exactly when the classifier has 1001 outputs (ImageNet + background).
+      fake_quant: round and clip uint8/int8 activations to their quantisation grids (with a
+        straight-through gradient) instead of a float forward.
+    Returns:
+      apply_fn: `(params, x) -> (features [B, D], logits [B, Cs] or None)`, x the float model input
+        (`[B, H, W, C]`, or `[B, C, H, W]` for a channels-first file), pure and jittable.
+      params: `{"<op index>_<op name>": {"kernel", "bias"} or {"input<k>"}}`, float32 NumPy arrays.
+      info: `TFLiteGraphInfo`.
+    Raises:
+      ValueError: not a TFLite file, a truncated one, an unsupported operator (named with the
+        file and the op's index), a graph with several inputs.
+    """
+    import jax.numpy as jnp
+
+    graph = _Graph(data, where)
+    if len(graph.inputs) != 1 or not graph.outputs:
+        raise ValueError(f"{where}: expected one image input and an output, got {len(graph.inputs)} inputs")
+    unsupported = sorted({op.name for op in graph.ops if op.name not in SUPPORTED_OPERATORS})
+    if unsupported:
+        raise ValueError(f"{where}: unsupported TFLite operator(s) {', '.join(unsupported)}; "
+                         f"supported: {', '.join(SUPPORTED_OPERATORS)}")
+    head, features_t = _find_head(graph)
+    logits_t = head.outputs[0] if head is not None else None
+    targets = [features_t] + ([logits_t] if logits_t is not None else [])
+    ops_needed = _needed(graph, targets)
+    params: Dict[str, Dict[str, np.ndarray]] = {}
+    steps = []
+    for op in ops_needed:
+        layer = _layer_params(graph, op)
+        key = _op_key(op)
+        if layer:
+            params[key] = layer
+        fn = _op_fn(graph, op)
+        # Which inputs are activations (others are constants: folded into params or static).
+        live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
+        grid = _grid(graph.tensors[op.outputs[0]])
+        steps.append((key if layer else None, fn, live, op.outputs[0], grid))
+
+    in_t = graph.tensors[graph.inputs[0]]
+    in_grid = _grid(in_t)
+    n_out = 0
+    if head is not None:
+        n_out = int(params[_op_key(head)]["kernel"].shape[-1])
+    drop = (n_out == 1001) if background is None else bool(background)
+    if drop and n_out < 2:
+        raise ValueError(f"{where}: background=True but the classifier has {n_out} outputs")
+    input_index = graph.inputs[0]
+
+    def all_tensors(p, x):
+        """`{tensor index: value}` of every computed tensor (for checks against a runtime)."""
+        from jscore.backbones import tflite_ops as ops
+
+        x = jnp.asarray(x, jnp.float32)
+        if in_grid is not None:
+            x = ops.quantize_grid(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
+        env = {input_index: x}
+        for key, fn, live, out, grid in steps:
+            xs = [env[i] if i is not None else None for i in live]
+            y = fn(p.get(key, {}) if key is not None else {}, xs)
+            if grid is not None:
+                y = ops.quantize_grid(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid)
+            env[out] = y
+        return env
+
+    def apply_fn(p, x):
+        env = all_tensors(p, x)
+        feats = env[features_t]
+        feats = feats.reshape(feats.shape[0], -1)
+        if logits_t is None:
+            return feats, None
+        logits = env[logits_t]
+        logits = logits.reshape(logits.shape[0], -1)
+        return feats, (logits[:, 1:] if drop else logits)
+
+    apply_fn.all_tensors = all_tensors
+
+    # Shapes by tracing once (batch of 1), so the file's missing intermediate shapes do not matter.
+    import jax
+
+    shape = in_t.shape
+    if len(shape) != 4:
+        raise ValueError(f"{where}: expected a 4-d image input, got shape {shape}")
+    channels_first = shape[1] == 3 and shape[3] != 3
+    feats_shape, logits_shape = jax.eval_shape(apply_fn, params, jax.ShapeDtypeStruct(shape, jnp.float32))
+    feature_dim = int(feats_shape.shape[1])
+    if head is not None and graph.producer.get(features_t) is not None:
+        # The classifier must see a pooled vector, not a spatial map.
+        f_shape = jax.eval_shape(lambda p, x: _env_shape(steps, input_index, features_t, p, x),
+                                 params, jax.ShapeDtypeStruct(shape, jnp.float32)).shape
+        if len(f_shape) == 4 and f_shape[1:3] != (1, 1):
+            raise ValueError(f"{where}: the final 1x1 convolution sees a {f_shape[1]}x{f_shape[2]} map, "
+                             "not a pooled vector; cannot tell features from logits")
+    info = TFLiteGraphInfo(
+        input_shape=shape, input_dtype=in_t.dtype,
+        input_scale=float(in_t.scale[0]) if in_t.quantized else None,
+        input_zero_point=int(in_t.zero_point[0]) if in_t.quantized else None,
+        channels_first=channels_first, feature_dim=feature_dim, classifier_outputs=n_out,
+        operators=tuple(sorted({op.name for op in graph.ops})),
+        quantized=any(t.quantized and t.data is None for t in graph.tensors),
+        features_tensor=features_t, logits_tensor=logits_t)
+    return apply_fn, params, info
+
+
+def _env_shape(steps, input_index, target, p, x):
+    env = {input_index: x}
+    for key, fn, live, out, _ in steps:
+        env[out] = fn(p.get(key, {}) if key is not None else {}, [env[i] if i is not None else None for i in live])
+        if out == target:
+            break
+    return env[target]
+
+
+def input_norm_from_file(info: TFLiteGraphInfo, float_input_norm: Tuple[float, float] = (127.5, 127.5)):
+    """`(a, b)` such that the model's float input is `(x - a) / b` of 0..255 pixels x.
+
+    uint8 input (scale s, zero point z): the runtime takes the raw pixel q = x, whose real value
+    is `s (x - z)` = `(x - z) / (1 / s)`. int8 input: the runtime takes q = x - 128, real value
+    `s (x - 128 - z)`. Float input: `float_input_norm`.
+    """
+    if info.input_dtype == "UINT8":
+        return float(info.input_zero_point), 1.0 / info.input_scale
+    if info.input_dtype == "INT8":
+        return 128.0 + info.input_zero_point, 1.0 / info.input_scale
+    if info.input_dtype in ("FLOAT32", "FLOAT16"):
+        return tuple(float(v) for v in float_input_norm)
+    raise ValueError(f"unsupported input type {info.input_dtype}")
+
+
+def _triple(v) -> Tuple[float, float, float]:
+    v = np.broadcast_to(np.asarray(v, np.float64), (3,))
+    return tuple(float(a) for a in v)
+
+
+def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[bool] = None,
+                crop_fraction: float = 0.875, interpolation: str = "bilinear",
+                float_input_norm: Tuple[float, float] = (127.5, 127.5),
+                input_norm: Optional[Tuple[Any, Any]] = None, fake_quant: bool = False) -> Backbone:
+    """A `.tflite` image classifier (or embedding extractor) -> a pretrained `Backbone`.
+
+    Args:
+      path: the `.tflite` file.
+      name: the backbone's name (default: the file name without extension).
+      background: drop the classifier's column 0; None: when it has 1001 outputs (ImageNet + a
+        background class, leaving exactly 1000 logits). The iNaturalist files need True.
+      crop_fraction: centre crop fraction f: resize the short side to `round(S / f)`, crop S.
+      interpolation: "bilinear" (TF-slim) or "bicubic".
+      float_input_norm: `(a, b)` for float-input files: the model takes `(x - a) / b`.
+      input_norm: `(a, b)` (scalars or per-channel triples) overriding the input map read from
+        the file; default: `KNOWN_INPUT_NORMS` for the published files whose convention differs
+        from their input tensor, else the input quantisation (see `input_norm_from_file`).
+      fake_quant: see `import_tflite`.
+    Returns:
+      `Backbone` with `variables = {"params": ...}` (dequantised float32), `init` returning those
+      pretrained variables, `apply(variables, images, *, train, rng) -> (features [B, D], logits
+      [B, Cs] or None, {})`; `num_source_classes` counts the kept columns (0 without a classifier).
+    Raises:
+      FileNotFoundError: no such file. ValueError: see `import_tflite`.
+    """
+    import jax.numpy as jnp
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"TFLite file not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    apply_fn, params, info = import_tflite(data, where=path, background=background, fake_quant=fake_quant)
+    if input_norm is None:
+        input_norm = KNOWN_INPUT_NORMS.get(hashlib.sha256(data).hexdigest())
+    a, b = input_norm if input_norm is not None else input_norm_from_file(info, float_input_norm)
+    mean = tuple(v / 255.0 for v in _triple(a))
+    std = tuple(v / 255.0 for v in _triple(b))
+    h, w = (info.input_shape[2], info.input_shape[3]) if info.channels_first else info.input_shape[1:3]
+    if h != w:
+        raise ValueError(f"{path}: non-square input {h}x{w} is unsupported")
+    if not 0 < crop_fraction <= 1:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+    preprocess = Preprocess(image_size=int(h), resize_size=int(round(h / crop_fraction)), mean=mean, std=std,
+                            channels_first=info.channels_first, interpolation=interpolation)
+    variables = {"params": {k: {n: jnp.asarray(v) for n, v in layer.items()} for k, layer in params.items()}}
+    n_out = info.classifier_outputs
+    drop = (n_out == 1001) if background is None else bool(background)
+    num_source = max(n_out - 1, 0) if drop else n_out
+
+    def init(rng, images):
+        del rng, images
+        return variables
+
+    def apply(vars_, images, *, train: bool = False, rng=None):
+        del train, rng  # folded batch norm: training and evaluation run the same graph
+        features, logits = apply_fn(vars_["params"], images)
+        return features, logits, {}
+
+    if name is None:
+        name = os.path.splitext(os.path.basename(path))[0]
+    return Backbone(name=name, feature_dim=info.feature_dim, num_source_classes=num_source, preprocess=preprocess,
+                    init=init, apply=apply, variables=variables)
