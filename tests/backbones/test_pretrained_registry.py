@@ -100,3 +100,23 @@ def test_zoo_command_lists_every_backbone(shared_models, capsys):
 def test_zoo_command_bad_models_dir_is_one_line(tmp_path, capsys):
     assert main(["zoo", "--models-dir", str(tmp_path / "missing")]) == 2
     assert "models directory not found" in capsys.readouterr().err
+
+
+def _num_params(variables) -> int:
+    import jax
+
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(variables["params"]))
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_loaded_checkpoint_has_the_registered_facts(name, shared_models):
+    """`jscore zoo` lists the registry without reading files: the loaded model must agree with it."""
+    if not is_available(name, shared_models):
+        pytest.skip(f"{name}: checkpoint not installed")
+    entry = PRETRAINED[name]
+    backbone = get_backbone(name, models_dir=shared_models)
+    assert backbone.name == name
+    assert backbone.feature_dim == entry.feature_dim
+    assert backbone.num_source_classes == entry.num_source_classes
+    assert backbone.preprocess.image_size == entry.input_size
+    assert _num_params(backbone.variables) == entry.num_params
