@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BACKBONES = ["resnet8", "mobilenet6", "resnet8_w32"]
+BACKBONES = ["resnet8", "mobilenet6"]
 
 
 def make_dataset(path: str, seed: int = 0) -> str:
