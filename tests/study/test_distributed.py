@@ -26,21 +26,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dist")
-    data = h.make_dataset(str(root / "toy.npz"))
-    out = str(root / "single")
-    cfg = h.write_config(str(root / "one.toml"), data, out)
-    res = h.run_cli("study", cfg, "--no-progress")
-    assert res.returncode == 0, res.stderr
-    return root, data, out
-
-
-def test_two_processes_equal_one(one_process):
-    root, data, ref_out = one_process
-    out = str(root / "two")
-    cfg = h.write_config(str(root / "two.toml"), data, out)
+def test_two_processes_equal_one(tiny, tmp_path):
+    """The reference ran in one process with 8 host devices; here each process has one device
+    (extraction, scoring and the probe use one device either way)."""
+    root, data, _, ref_out = tiny
+    out = str(tmp_path / "two")
+    cfg = h.write_config(str(tmp_path / "two.toml"), data, out)
     addr = f"localhost:{_free_port()}"
     env = h.env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"

@@ -14,17 +14,6 @@ from jscore.cli import main
 from tests.study import helpers as h
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A finished reference study (run in this process) and its inputs."""
-    root = tmp_path_factory.mktemp("study")
-    data = h.make_dataset(str(root / "toy.npz"))
-    out = str(root / "ref")
-    cfg = h.write_config(str(root / "study.toml"), data, out)
-    assert main(["study", cfg, "--no-progress"]) == 0
-    return root, data, cfg, out
-
-
 def test_records_and_report(tiny, capsys):
     root, data, cfg, out = tiny
     recs = h.records(out)
