@@ -17,10 +17,14 @@ __all__ = ["score", "score_zoo", "REGISTRY", "__version__"]
 
 def __getattr__(name):
     # Lazy so that `import jscore` (and the CLI's start-up) stays cheap.
-    if name in ("score", "score_zoo"):
-        from jscore import api
+    if name == "score":
+        from jscore.api import score
 
-        return getattr(api, name)
+        return score
+    if name == "score_zoo":
+        from jscore.batch import score_zoo
+
+        return score_zoo
     if name == "REGISTRY":
         from jscore.scorers import REGISTRY
 

@@ -1,5 +1,7 @@
-"""The public entry points: `score` (one feature matrix, every score from one shared
-decomposition) and `score_zoo` (many backbones on one dataset, vmapped per shape bucket)."""
+"""The one-model entry point `score` (one feature matrix, every score from one shared
+decomposition) and the planning it shares with `jscore.batch.score_zoo` (many backbones on one
+dataset, vmapped per shape bucket). Layering: this module sits below `jscore.batch` and never
+imports it."""
 
 from __future__ import annotations
 
@@ -194,15 +196,3 @@ def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> N
         where = f" for model {model!r}" if model else ""
         raise ValueError(f"score(s) {bad} came out non-finite{where}; the features may be degenerate "
                          "(e.g. all identical) - please report this input")
-
-
-def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
-    """Score several backbones on one dataset: {model: {"features": [N, D], "source_probs":
-    [N, Cs] (optional)}} -> {model: {score: float}}. Keyword arguments as for `score`.
-
-    Models whose feature sizes share a bucket (D padded to a multiple of 128) run as one vmapped
-    program; see `jscore.batch`.
-    """
-    from jscore.batch import score_buckets
-
-    return score_buckets(models, labels, **kwargs)

@@ -65,6 +65,17 @@ def stacked_source_scores(probs, source_masks, labels, sample_mask, *, names: tu
     return out
 
 
+def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
+    """Score several backbones on one dataset: {model: {"features": [N, D], "source_probs":
+    [N, Cs] (optional)}} -> {model: {score: float}}. Keyword arguments as for `jscore.score`
+    (plus `multiple`, `mesh`, see `score_buckets`).
+
+    Models whose feature sizes share a bucket (D padded to a multiple of 128) run as one vmapped
+    program; see `score_buckets`.
+    """
+    return score_buckets(models, labels, **kwargs)
+
+
 def _pad_rows(n: int, multiple: int) -> int:
     return bucket_size(n, multiple) - n
 

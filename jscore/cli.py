@@ -16,6 +16,8 @@ COMMANDS = {
     "extract": ("jscore.commands.extract", "extract backbone features and source logits from a dataset"),
     "finetune": ("jscore.commands.finetune", "fine-tune a backbone with a hyper-parameter search (ground truth)"),
     "evaluate": ("jscore.commands.evaluate", "compare scores with ground truth: Kendall tau, intervals, plots"),
+    "rank": ("jscore.commands.rank", "rank backbones for a dataset: extract (cached), every score, one table"),
+    "study": ("jscore.commands.study", "a whole study from a TOML config: features, scores, ground truth, report"),
     "zoo": ("jscore.commands.zoo", "list the known backbones: source task, published top-1, size, where weights come from"),
 }
 

@@ -104,10 +104,204 @@ def _write_json_atomic(path: str, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    """Where one (backbone, weights, dtype, dataset split, preprocessing) key lives on disk.
+
+    key: the sha256 of `cache_key`; stem: `<backbone>__<dataset>__<split>__<key[:12]>`; final,
+    meta, parts: the `.npz`, `.json` and `.parts/` paths under the cache folder.
+    """
+
+    key: str
+    stem: str
+    final: str
+    meta: str
+    parts: str
+    fingerprint: str
+    description: dict
+    preprocess: dict
+
+
+def cache_entry(backbone, variables, dataset, out_dir: str) -> CacheEntry:
+    """The cache entry of `dataset` under `backbone` with `variables` (no file is touched)."""
+    from jscore.backbones.weights import fingerprint
+
+    fp = fingerprint(variables)
+    description = dataset.describe()
+    preset = dataclasses.asdict(backbone.preprocess)
+    key = cache_key(backbone.name, fp, backbone.dtype, description, preset)
+    data_name = description.get("name") or os.path.splitext(os.path.basename(
+        str(description.get("path", "data")).rstrip("/")))[0]
+    stem = "__".join([_safe(backbone.name), _safe(data_name), _safe(str(description.get("split", ""))), key[:12]])
+    final, meta, parts = (os.path.join(out_dir, stem + ext) for ext in (".npz", ".json", ".parts"))
+    return CacheEntry(key, stem, final, meta, parts, fp, description, preset)
+
+
+def cached(entry: CacheEntry) -> Optional[str]:
+    """The stored `.npz` path when the entry is complete (file and matching metadata), else None."""
+    if os.path.isfile(entry.final) and os.path.isfile(entry.meta):
+        with open(entry.meta) as fh:
+            if json.load(fh).get("key") == entry.key:
+                return entry.final
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumePlan:
+    """The chunks of one extraction: `starts` (every chunk's first index), `todo` (those without
+    a finished chunk file), `chunk` (images per chunk) and `n` (images in the split)."""
+
+    parts: str
+    chunk: int
+    n: int
+    starts: tuple
+    todo: tuple
+
+    def chunk_file(self, c0: int) -> str:
+        return os.path.join(self.parts, f"chunk_{c0 // self.chunk:06d}.npz")
+
+    def todo_images(self) -> int:
+        return sum(min(self.chunk, self.n - c0) for c0 in self.todo)
+
+    def runs(self) -> list:
+        """Contiguous runs `[start, stop)` of unfinished chunks (one loader each, so decoding runs
+        ahead across chunk boundaries)."""
+        runs = []
+        for c0 in self.todo:
+            if runs and runs[-1][1] == c0:
+                runs[-1][1] = min(c0 + self.chunk, self.n)
+            else:
+                runs.append([c0, min(c0 + self.chunk, self.n)])
+        return runs
+
+
+def resume_plan(entry: CacheEntry, n: int, batch_size: int, chunk_batches: int, *, overwrite: bool = False) -> ResumePlan:
+    """Prepare `entry.parts` and list the chunks still to compute. Finished chunks of an earlier,
+    interrupted call with the same key and chunking are kept; anything else is cleared."""
+    if overwrite and os.path.isdir(entry.parts):
+        shutil.rmtree(entry.parts)
+    os.makedirs(entry.parts, exist_ok=True)
+    chunk = batch_size * chunk_batches
+    plan_path = os.path.join(entry.parts, "plan.json")
+    plan = {"key": entry.key, "batch_size": batch_size, "chunk": chunk, "n": n}
+    if os.path.isfile(plan_path):
+        with open(plan_path) as fh:
+            old = json.load(fh)
+        if old != plan:  # a different chunking or data: the old chunks cannot be reused
+            shutil.rmtree(entry.parts)
+            os.makedirs(entry.parts)
+    _write_json_atomic(plan_path, plan)
+    starts = tuple(range(0, n, chunk))
+    probe = ResumePlan(entry.parts, chunk, n, starts, ())
+    todo = tuple(c0 for c0 in starts if not os.path.isfile(probe.chunk_file(c0)))
+    return dataclasses.replace(probe, todo=todo)
+
+
+class _ChunkWriter:
+    """Collects finished batches and writes a chunk file (atomically) when a batch closes a chunk."""
+
+    def __init__(self, plan: ResumePlan, bar=None):
+        self.plan, self.bar = plan, bar
+        self.pending = {"feats": [], "probs": [], "labels": [], "indices": [], "ok": [], "bad": []}
+
+    def collect(self, out, batch) -> None:
+        f, p = out
+        pending, m = self.pending, len(batch.indices)
+        pending["feats"].append(np.asarray(f)[:m])
+        if p is not None:
+            pending["probs"].append(np.asarray(p)[:m])
+        pending["labels"].append(batch.labels)
+        pending["indices"].append(batch.indices)
+        pending["ok"].append(batch.ok)
+        pending["bad"].extend(batch.bad)
+        if self.bar is not None:
+            self.bar.update(m)
+        end = int(batch.indices[-1]) + 1
+        if end % self.plan.chunk == 0 or end == self.plan.n:
+            arrays = {"features": np.concatenate(pending["feats"]), "labels": np.concatenate(pending["labels"]),
+                      "indices": np.concatenate(pending["indices"]), "ok": np.concatenate(pending["ok"]),
+                      "bad": np.asarray(json.dumps([[int(i), msg] for i, msg in pending["bad"]]))}
+            if pending["probs"]:
+                arrays["source_probs"] = np.concatenate(pending["probs"])
+            _write_npz_atomic(self.plan.chunk_file(end - len(arrays["indices"])), **arrays)
+            for v in pending.values():
+                v.clear()
+
+
+def run_chunks(plan: ResumePlan, backbone, variables, dataset, *, batch_size: int, embed, to_device,
+               num_workers: Optional[int] = None, skip_bad: bool = False, bar=None) -> Optional[float]:
+    """The decode-and-batch loop: embed every unfinished chunk of `plan` and write its file.
+
+    Batch k+1 is dispatched before batch k is read back; the last batch is zero-padded to
+    `batch_size` (one compiled shape) and its padding dropped. An interruption keeps the chunks
+    already written (and the one the batch in flight closes). Returns the first batch's
+    compile-and-run time in seconds (None when nothing was left to do).
+    """
+    import jax
+
+    from jscore.data.loader import iter_batches
+
+    labels_all = getattr(dataset, "labels", None)
+    writer = _ChunkWriter(plan, bar)
+    compile_s = None
+    for r0, r1 in plan.runs():
+        in_flight = None  # (outputs, batch)
+        try:
+            for batch in iter_batches(dataset, backbone.preprocess, batch_size=batch_size, start=r0, stop=r1,
+                                      num_workers=num_workers, skip_bad=skip_bad, labels=labels_all):
+                images = batch.images
+                if len(images) < batch_size:  # pad: one compiled shape for every batch
+                    pad = np.zeros((batch_size - len(images),) + images.shape[1:], np.uint8)
+                    images = np.concatenate([images, pad])
+                if compile_s is None:
+                    tc = time.perf_counter()
+                    out = embed(variables, to_device(images))
+                    jax.block_until_ready(out)
+                    compile_s = time.perf_counter() - tc
+                else:
+                    out = embed(variables, to_device(images))
+                if in_flight is not None:
+                    item, in_flight = in_flight, None
+                    writer.collect(*item)
+                in_flight = (out, batch)
+        except BaseException:
+            # Interrupted (or a bad image): the batch already computed may close a chunk; keep it.
+            if in_flight is not None:
+                try:
+                    writer.collect(*in_flight)
+                except Exception:  # noqa: BLE001  (the original error matters more)
+                    pass
+            raise
+        if in_flight is not None:
+            writer.collect(*in_flight)
+    return compile_s
+
+
+def merge_chunks(plan: ResumePlan, num_classes: int) -> tuple:
+    """Read the chunk files in order -> (merged arrays, skipped [(index, error)]): the images that
+    decoded, features/labels/indices (and source_probs when present) in dataset order."""
+    pieces = [dict(np.load(plan.chunk_file(c0))) for c0 in plan.starts]
+    ok = np.concatenate([p["ok"] for p in pieces])
+    merged = {
+        "features": np.concatenate([p["features"] for p in pieces])[ok].astype(np.float32),
+        "labels": np.concatenate([p["labels"] for p in pieces])[ok].astype(np.int64),
+        "indices": np.concatenate([p["indices"] for p in pieces])[ok].astype(np.int64),
+        "num_classes": np.asarray(int(num_classes), np.int64),
+    }
+    if "source_probs" in pieces[0]:
+        merged["source_probs"] = np.concatenate([p["source_probs"] for p in pieces])[ok].astype(np.float32)
+    skipped = [item for p in pieces for item in json.loads(str(p["bad"]))]
+    return merged, skipped
+
+
 def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, batch_size: int = 64,
             chunk_batches: int = 16, num_workers: Optional[int] = None, skip_bad: bool = False,
             progress: bool = True, overwrite: bool = False, data_parallel: bool = False) -> str:
     """Extract (or reuse) the features of `dataset` under `backbone` -> path of the `.npz`.
+
+    The steps, each a function of this module: `cache_entry` (key and file names), `cached`
+    (a stored result), `resume_plan` (finished chunks of an interrupted call), `run_chunks`
+    (decode, batch, embed, write chunks), `merge_chunks` (the final file).
 
     Args:
       backbone: a `jscore.backbones.Backbone`.
@@ -129,8 +323,6 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     import jax
 
     from jscore.backbones import init_variables
-    from jscore.backbones.weights import fingerprint
-    from jscore.data.loader import iter_batches
 
     if batch_size < 1 or chunk_batches < 1:
         raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size}, {chunk_batches}")
@@ -144,35 +336,11 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     random_init = variables is None and backbone.variables is None
     if variables is None:
         variables = init_variables(backbone, seed)
-    fp = fingerprint(variables)
-    description = dataset.describe()
-    preset = dataclasses.asdict(backbone.preprocess)
-    key = cache_key(backbone.name, fp, backbone.dtype, description, preset)
-    data_name = description.get("name") or os.path.splitext(os.path.basename(
-        str(description.get("path", "data")).rstrip("/")))[0]
-    stem = "__".join([_safe(backbone.name), _safe(data_name), _safe(str(description.get("split", ""))), key[:12]])
+    entry = cache_entry(backbone, variables, dataset, out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    final, meta_path, parts = (os.path.join(out_dir, stem + ext) for ext in (".npz", ".json", ".parts"))
-    if not overwrite and os.path.isfile(final) and os.path.isfile(meta_path):
-        with open(meta_path) as fh:
-            if json.load(fh).get("key") == key:
-                return final
-    if overwrite and os.path.isdir(parts):
-        shutil.rmtree(parts)
-    os.makedirs(parts, exist_ok=True)
-    chunk = batch_size * chunk_batches
-    plan_path = os.path.join(parts, "plan.json")
-    plan = {"key": key, "batch_size": batch_size, "chunk": chunk, "n": n}
-    if os.path.isfile(plan_path):
-        with open(plan_path) as fh:
-            old = json.load(fh)
-        if old != plan:  # a different chunking or data: the old chunks cannot be reused
-            shutil.rmtree(parts)
-            os.makedirs(parts)
-    _write_json_atomic(plan_path, plan)
-    chunk_starts = list(range(0, n, chunk))
-    chunk_file = lambda c0: os.path.join(parts, f"chunk_{c0 // chunk:06d}.npz")
-    todo = [c0 for c0 in chunk_starts if not os.path.isfile(chunk_file(c0))]
+    if not overwrite and cached(entry):
+        return entry.final
+    plan = resume_plan(entry, n, batch_size, chunk_batches, overwrite=overwrite)
 
     embed = make_embed_fn(backbone)
     to_device = lambda images: images  # noqa: E731  (one device: jit moves the batch)
@@ -185,119 +353,44 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
         to_device = lambda images: jax.device_put(images, rows)  # noqa: E731
     else:
         variables = jax.device_put(variables)
-    labels_all = getattr(dataset, "labels", None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n, initial=n - sum(min(chunk, n - c0) for c0 in todo), unit="img",
-                   desc=f"{backbone.name} {description.get('split', '')}", dynamic_ncols=True, file=sys.stderr)
+        bar = tqdm(total=n, initial=n - plan.todo_images(), unit="img",
+                   desc=f"{backbone.name} {entry.description.get('split', '')}", dynamic_ncols=True, file=sys.stderr)
     t0 = time.perf_counter()
     setup_s = t0 - t_setup
-    compile_s = None
-    # Contiguous runs of unfinished chunks share one loader, so decoding runs ahead across chunk
-    # boundaries; chunk boundaries fall on batch boundaries (chunk = batch_size x chunk_batches).
-    runs = []
-    for c0 in todo:
-        if runs and runs[-1][1] == c0:
-            runs[-1][1] = min(c0 + chunk, n)
-        else:
-            runs.append([c0, min(c0 + chunk, n)])
-    pending = {"feats": [], "probs": [], "labels": [], "indices": [], "ok": [], "bad": []}
-
-    def collect(out, batch):
-        """Read one finished batch back; write a chunk file when the batch closes a chunk."""
-        f, p = out
-        m = len(batch.indices)
-        pending["feats"].append(np.asarray(f)[:m])
-        if p is not None:
-            pending["probs"].append(np.asarray(p)[:m])
-        pending["labels"].append(batch.labels)
-        pending["indices"].append(batch.indices)
-        pending["ok"].append(batch.ok)
-        pending["bad"].extend(batch.bad)
-        if bar is not None:
-            bar.update(m)
-        end = int(batch.indices[-1]) + 1
-        if end % chunk == 0 or end == n:
-            arrays = {"features": np.concatenate(pending["feats"]), "labels": np.concatenate(pending["labels"]),
-                      "indices": np.concatenate(pending["indices"]), "ok": np.concatenate(pending["ok"]),
-                      "bad": np.asarray(json.dumps([[int(i), msg] for i, msg in pending["bad"]]))}
-            if pending["probs"]:
-                arrays["source_probs"] = np.concatenate(pending["probs"])
-            _write_npz_atomic(chunk_file(end - len(arrays["indices"])), **arrays)
-            for v in pending.values():
-                v.clear()
-
-    for r0, r1 in runs:
-        in_flight = None  # (outputs, batch): dispatch batch k+1 before reading batch k back
-        try:
-            for batch in iter_batches(dataset, backbone.preprocess, batch_size=batch_size, start=r0, stop=r1,
-                                      num_workers=num_workers, skip_bad=skip_bad, labels=labels_all):
-                images = batch.images
-                if len(images) < batch_size:  # pad: one compiled shape for every batch
-                    pad = np.zeros((batch_size - len(images),) + images.shape[1:], np.uint8)
-                    images = np.concatenate([images, pad])
-                if compile_s is None:
-                    tc = time.perf_counter()
-                    out = embed(variables, to_device(images))
-                    jax.block_until_ready(out)
-                    compile_s = time.perf_counter() - tc
-                else:
-                    out = embed(variables, to_device(images))
-                if in_flight is not None:
-                    item, in_flight = in_flight, None
-                    collect(*item)
-                in_flight = (out, batch)
-        except BaseException:
-            # Interrupted (or a bad image): the batch already computed may close a chunk; keep it.
-            if in_flight is not None:
-                try:
-                    collect(*in_flight)
-                except Exception:  # noqa: BLE001  (the original error matters more)
-                    pass
-            raise
-        if in_flight is not None:
-            collect(*in_flight)
+    compile_s = run_chunks(plan, backbone, variables, dataset, batch_size=batch_size, embed=embed,
+                           to_device=to_device, num_workers=num_workers, skip_bad=skip_bad, bar=bar)
     if bar is not None:
         bar.close()
     loop_s = time.perf_counter() - t0
-    loop_images = sum(min(chunk, n - c0) for c0 in todo)
 
-    # Merge the chunks, in order, into the final file.
     t_merge = time.perf_counter()
-    pieces = [dict(np.load(chunk_file(c0))) for c0 in chunk_starts]
-    ok = np.concatenate([p["ok"] for p in pieces])
-    merged = {
-        "features": np.concatenate([p["features"] for p in pieces])[ok].astype(np.float32),
-        "labels": np.concatenate([p["labels"] for p in pieces])[ok].astype(np.int64),
-        "indices": np.concatenate([p["indices"] for p in pieces])[ok].astype(np.int64),
-        "num_classes": np.asarray(int(dataset.num_classes), np.int64),
-    }
-    if "source_probs" in pieces[0]:
-        merged["source_probs"] = np.concatenate([p["source_probs"] for p in pieces])[ok].astype(np.float32)
-    skipped = [item for p in pieces for item in json.loads(str(p["bad"]))]
-    _write_npz_atomic(final, **merged)
+    merged, skipped = merge_chunks(plan, dataset.num_classes)
+    _write_npz_atomic(entry.final, **merged)
     metadata = {
-        "key": key, "format": FORMAT_VERSION, "backbone": backbone.name, "weights_fingerprint": fp,
+        "key": entry.key, "format": FORMAT_VERSION, "backbone": backbone.name,
+        "weights_fingerprint": entry.fingerprint,
         "random_init": random_init, "seed": seed if random_init else None, "compute_dtype": backbone.dtype,
-        "dataset": description, "split": description.get("split"), "preprocess": preset,
-        "num_examples": int(ok.sum()), "feature_dim": int(merged["features"].shape[1]),
+        "dataset": entry.description, "split": entry.description.get("split"), "preprocess": entry.preprocess,
+        "num_examples": int(merged["labels"].shape[0]), "feature_dim": int(merged["features"].shape[1]),
         "num_source_classes": int(merged["source_probs"].shape[1]) if "source_probs" in merged else 0,
         "num_classes": int(dataset.num_classes), "class_names": list(getattr(dataset, "class_names", [])),
         "skipped": [{"index": i, "error": msg} for i, msg in skipped],
-        "batch_size": batch_size, "chunk_size": chunk, "versions": _versions(),
+        "batch_size": batch_size, "chunk_size": plan.chunk, "versions": _versions(),
         "devices": n_dev if data_parallel else 1,
         "device": str(jax.devices()[0].device_kind),
         # The last run only (a resumed run times its own chunks). loop_s includes compile_s.
-        "timing": {"setup_s": round(setup_s, 3), "loop_s": round(loop_s, 3), "loop_images": loop_images,
+        "timing": {"setup_s": round(setup_s, 3), "loop_s": round(loop_s, 3), "loop_images": plan.todo_images(),
                    "compile_s": None if compile_s is None else round(compile_s, 3),
                    "merge_s": round(time.perf_counter() - t_merge, 3)},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json_atomic(meta_path, metadata)
-    shutil.rmtree(parts, ignore_errors=True)
-    return final
+    _write_json_atomic(entry.meta, metadata)
+    shutil.rmtree(entry.parts, ignore_errors=True)
+    return entry.final
 
 
 def load_features(path: str) -> dict:

@@ -12,6 +12,11 @@ from typing import Any, Callable, Optional, Tuple
 
 Variables = Any  # a pytree: {"params": ..., "batch_stats": ...} for Flax linen models
 
+# Normalisation constants of the common conventions (per channel, on [0, 1] pixels).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
@@ -25,8 +30,8 @@ class Preprocess:
 
     image_size: int
     resize_size: int
-    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
     channels_first: bool = False
     interpolation: str = "bilinear"
 

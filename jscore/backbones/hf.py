@@ -24,8 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscore.backbones.base import Backbone, Preprocess
-from jscore.data.preprocess import HALF, IMAGENET_MEAN, IMAGENET_STD
+from jscore.backbones.base import HALF, IMAGENET_MEAN, IMAGENET_STD, Backbone, Preprocess
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

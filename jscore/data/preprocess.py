@@ -15,11 +15,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from jscore.backbones.base import Preprocess
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-HALF = (0.5, 0.5, 0.5)
+from jscore.backbones.base import HALF, IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: F401  (re-exported)
 # PIL's resampling filters by name (PIL.Image.Resampling values, spelled out so PIL loads lazily).
 _RESAMPLE = {"bilinear": 2, "bicubic": 3}
 

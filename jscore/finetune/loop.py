@@ -119,8 +119,10 @@ class _Runner:
         self.evaluate = jax.jit(evaluate, in_shardings=(r, b, b, b), out_shardings=r)
 
     def put(self, array: np.ndarray):
-        """A global batch on the host -> a sharded array; each process supplies its own rows."""
-        n_proc, pid = jax.process_count(), jax.process_index()
+        """A global batch on the host -> a sharded array; each process of the mesh supplies its own
+        rows (a mesh of this process's devices only, e.g. one study unit per process, takes all)."""
+        procs = sorted({d.process_index for d in self.mesh.devices.flat})
+        n_proc, pid = len(procs), procs.index(jax.process_index())
         rows = array.shape[0] // n_proc
         local = array[pid * rows : (pid + 1) * rows]
         return jax.make_array_from_process_local_data(self.batch_sharding, local, array.shape)

@@ -1,0 +1,1 @@
+"""Package data: the demo study config and the embedded BreastMNIST (see NOTICE)."""

@@ -1,0 +1,91 @@
+"""`jscore study`: a whole study from one TOML config (see docs/study.md).
+
+    jscore study study.toml [--dry-run] [--out DIR]
+    jscore study --demo            # the built-in config on the embedded BreastMNIST
+
+A rerun skips finished units; an interrupted run resumes; an edited config recomputes only what
+the edit touches. With --distributed (after `jax.distributed.initialize()`), the units are
+divided over the processes.
+
+Top level: standard library only (the CLI imports every command to build its help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo.toml")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="the study's TOML file")
+    p.add_argument("--demo", action="store_true",
+                   help="the built-in demo study (embedded BreastMNIST, small zoo; no download)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (units per stage, done, cost) and stop")
+    p.add_argument("--out", help="output folder (default: the config's `out`; for --demo ./jscore-demo)")
+    p.add_argument("--models-dir", help="folder of the pretrained model files (passed to the backbones)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first and divide the units over the processes")
+
+
+def _print_results(plan, record) -> None:
+    from jscore.evaluate.report import _markdown
+    from jscore.study.report import scores_vs_truth, tidy_table
+
+    cfg = plan.config
+    tidy = tidy_table(plan)
+    print(f"\nGround truth: {cfg.ground_truth.describe()}.")
+    per = record["result"]["per_dataset"]
+    for dn, table in scores_vs_truth(plan, tidy).items():
+        print(f"\n## {dn}: scores (rank) against the ground truth\n")
+        print(_markdown(table))
+        scores = [c for c in table.columns[2:]]
+        lines = ["| score | Kendall tau [95% interval] | weighted tau |", "|---|---|---|"]
+        for s in scores:
+            v = per.get(f"{s}|{dn}")
+            if v is None or v["tau"] is None:
+                continue
+            lines.append(f"| {s} | {v['tau']:+.2f} [{v['tau_lo']:+.2f}, {v['tau_hi']:+.2f}] | {v['wtau']:+.2f} |")
+        print("\n".join(lines))
+    print(f"\nReport: {os.path.join(cfg.out, 'report.md')} and {os.path.join(cfg.out, 'report.html')}")
+
+
+def run(args) -> int:
+    from jscore.study import format_plan, load_config, make_plan
+
+    if args.demo == bool(args.config):
+        raise ValueError("give a study config file or --demo (one of them)")
+    path = DEMO_CONFIG if args.demo else args.config
+    out = args.out or ("jscore-demo" if args.demo else None)
+    cfg = load_config(path, out=out, models_dir=args.models_dir)
+    plan = make_plan(cfg)
+    if args.dry_run:
+        print(format_plan(plan))
+        return 0
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    import jax
+
+    from jscore.study import run_plan
+
+    t0 = time.perf_counter()
+    first = jax.process_index() == 0
+    if first:
+        print(f"study {cfg.name!r}: {sum(len(u) for u in plan.units.values())} units; output {cfg.out}",
+              file=sys.stderr)
+    ran = run_plan(plan, progress=not args.no_progress)
+    if not first:
+        return 0
+    done = ", ".join(f"{s} {n}" for s, n in ran.items())
+    print(f"ran {done} unit(s) in {time.perf_counter() - t0:.1f} s (the rest were done already)", file=sys.stderr)
+    evaluate = plan.units.get("evaluate", [])
+    if evaluate:
+        _print_results(plan, plan.read_record(evaluate[0]))
+    sys.stdout.flush()
+    return 0

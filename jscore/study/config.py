@@ -1,0 +1,299 @@
+"""A study's TOML config, read and checked before any work starts.
+
+Every problem (an unknown key, a missing dataset, an unknown backbone or score, a score that
+needs source probabilities on a backbone without a source head) raises one `ValueError` whose
+message names the key and the file. See docs/study.md for a commented example.
+
+Standard library only (`tomllib`; the `tomli` package on Python 3.10).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+RECIPES = ("probe", "finetune", "none")
+TRUTHS = ("balanced_accuracy", "accuracy")
+SELECT_BY = ("val_balanced_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone of the study: a name `get_backbone` accepts and its build options."""
+
+    name: str
+    num_source_classes: Optional[int] = None  # jscore zoo only: a (random) source head
+    weights: Optional[str] = None
+
+    def label(self) -> str:
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """One target dataset: `data` is a dataset spec (npz:, csv:, folder:, tfds:), relative
+    paths resolved against the config file's folder; `extra_tests` maps a name to `SPEC@SPLIT`
+    (e.g. an out-of-distribution test set, evaluated with the selected run as it is)."""
+
+    name: str
+    data: str
+    train: str = "train"
+    val: str = "val"
+    test: str = "test"
+    extra_tests: tuple = ()  # ((name, spec, split), ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruth:
+    """How the ground truth is produced: a linear probe on cached features ("probe"), full
+    fine-tuning on the images ("finetune"), or none (a scores-only study, as `jscore rank`)."""
+
+    recipe: str = "probe"
+    search: str = "halton:4"
+    seeds: tuple = (0,)
+    epochs: int = 20
+    batch_size: int = 64
+    lr_range: tuple = (1e-4, 1e-1)
+    wd_range: tuple = (1e-6, 1e-4)
+    select_by: str = "val_balanced_accuracy"
+    truth: str = "balanced_accuracy"
+    augment: bool = True  # finetune only
+
+    def describe(self) -> str:
+        if self.recipe == "none":
+            return "none"
+        what = "linear probe on cached features" if self.recipe == "probe" else "full fine-tuning"
+        return (f"{what}, search {self.search} (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd "
+                f"{self.wd_range[0]:g}..{self.wd_range[1]:g}), {self.epochs} epochs, batch {self.batch_size}, "
+                f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """A whole study. `out` is absolute after loading; `source` is the file it came from."""
+
+    datasets: tuple
+    backbones: tuple
+    out: str
+    scores: tuple = ("all",)
+    score_options: dict = dataclasses.field(default_factory=dict)
+    score_split: str = "train"
+    image_size: Optional[int] = None
+    seed: int = 0
+    batch_size: int = 64
+    bootstrap: int = 1000
+    models_dir: Optional[str] = None
+    ground_truth: GroundTruth = GroundTruth()
+    name: str = "study"
+    source: str = "<dict>"
+
+
+_TOP = {"name", "out", "datasets", "backbones", "scores", "score_options", "score_split", "image_size", "seed",
+        "batch_size", "bootstrap", "models_dir", "ground_truth"}
+_DATASET = {"name", "data", "train", "val", "test", "extra_tests"}
+_BACKBONE = {"name", "num_source_classes", "weights"}
+_GT = {f.name for f in dataclasses.fields(GroundTruth)}
+
+
+def _err(where: str, msg: str) -> ValueError:
+    return ValueError(f"{where}: {msg}")
+
+
+def _check_keys(table: dict, allowed: set, where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _err(where, f"unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _typed(value, kind, where: str, key: str):
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        name = getattr(kind, "__name__", str(kind))
+        raise _err(where, f"{key} must be {name}, got {value!r}")
+    return value
+
+
+def _resolve_spec(spec: str, base: str) -> str:
+    """Relative paths in a dataset spec are relative to the config file's folder."""
+    kind, sep, target = spec.partition(":")
+    if sep and kind in ("npz", "csv", "folder"):
+        return f"{kind}:{target if os.path.isabs(target) else os.path.normpath(os.path.join(base, target))}"
+    if sep and kind == "tfds":
+        return spec
+    return spec if os.path.isabs(spec) else os.path.normpath(os.path.join(base, spec))
+
+
+def _dataset_exists(spec: str) -> bool:
+    from jscore.data.spec import parse_spec  # standard library only at import
+
+    try:
+        kind, target = parse_spec(spec)
+    except FileNotFoundError:
+        return False
+    return kind == "tfds" or os.path.exists(target)
+
+
+def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> StudyConfig:
+    """Build and check a `StudyConfig` from the parsed TOML table (see `load_config`)."""
+    where = source
+    _check_keys(raw, _TOP, where)
+    for key in ("datasets", "backbones"):
+        if key not in raw or not raw[key]:
+            raise _err(where, f"missing {key!r} (at least one entry)")
+    datasets = []
+    raw_ds = raw["datasets"]
+    if not isinstance(raw_ds, list):
+        raise _err(where, "datasets must be an array of tables ([[datasets]])")
+    for i, d in enumerate(raw_ds):
+        w = f"{where}: datasets[{i}]"
+        if not isinstance(d, dict):
+            raise ValueError(f"{w}: must be a table with name and data")
+        _check_keys(d, _DATASET, w)
+        for key in ("name", "data"):
+            if key not in d:
+                raise ValueError(f"{w}: missing {key!r}")
+        data = _resolve_spec(_typed(d["data"], str, w, "data"), base_dir)
+        if not _dataset_exists(data):
+            raise ValueError(f"{w}: dataset {d['name']!r} not found: {data}")
+        extras = []
+        for ename, espec in (d.get("extra_tests") or {}).items():
+            espec = _typed(espec, str, w, f"extra_tests.{ename}")
+            spec, _, split = espec.rpartition("@") if "@" in espec else (espec, "", "test")
+            spec = _resolve_spec(spec, base_dir)
+            if ename in ("train", "val", "test"):
+                raise ValueError(f"{w}: extra test name {ename!r} is reserved")
+            if not _dataset_exists(spec):
+                raise ValueError(f"{w}: extra test set {ename!r} not found: {spec}")
+            extras.append((ename, spec, split or "test"))
+        datasets.append(DatasetSpec(_typed(d["name"], str, w, "name"), data,
+                                    *(str(d.get(k, k)) for k in ("train", "val", "test")), tuple(extras)))
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise _err(where, f"dataset names repeat: {names}")
+
+    backbones = []
+    for i, b in enumerate(raw["backbones"] if isinstance(raw["backbones"], list) else [None]):
+        w = f"{where}: backbones[{i}]"
+        if isinstance(b, str):
+            b = {"name": b}
+        if not isinstance(b, dict):
+            raise ValueError(f"{w}: a backbone is a name or a table {{name = ..., num_source_classes = ...}}")
+        _check_keys(b, _BACKBONE, w)
+        if "name" not in b:
+            raise ValueError(f"{w}: missing 'name'")
+        weights = b.get("weights")
+        if weights is not None and not os.path.isabs(weights):
+            weights = os.path.normpath(os.path.join(base_dir, weights))
+        backbones.append(BackboneSpec(_typed(b["name"], str, w, "name"), b.get("num_source_classes"), weights))
+    bnames = [b.name for b in backbones]
+    if len(set(bnames)) != len(bnames):
+        raise _err(where, f"backbone names repeat: {bnames}")
+
+    gt_raw = raw.get("ground_truth", {})
+    _check_keys(gt_raw, _GT, f"{where}: [ground_truth]")
+    gt_kw = dict(gt_raw)
+    for key in ("seeds", "lr_range", "wd_range"):
+        if key in gt_kw:
+            gt_kw[key] = tuple(gt_kw[key])
+    gt = GroundTruth(**gt_kw)
+    w = f"{where}: [ground_truth]"
+    if gt.recipe not in RECIPES:
+        raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
+    if gt.truth not in TRUTHS:
+        raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
+    if gt.select_by not in SELECT_BY:
+        raise ValueError(f"{w}: select_by must be one of {SELECT_BY}, got {gt.select_by!r}")
+    if not gt.seeds or gt.epochs < 1 or gt.batch_size < 1:
+        raise ValueError(f"{w}: seeds must be non-empty, epochs and batch_size >= 1")
+    if gt.recipe != "none":
+        from jscore.finetune.search import parse_search
+
+        parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
+
+    scores = raw.get("scores", "all")
+    scores = tuple(s.strip() for s in scores.split(",")) if isinstance(scores, str) else tuple(scores)
+    out = raw.get("out", "study-out")
+    out = out if os.path.isabs(out) else os.path.normpath(os.path.join(base_dir, out))
+    models_dir = raw.get("models_dir")
+    if models_dir is not None and not os.path.isabs(models_dir):
+        models_dir = os.path.normpath(os.path.join(base_dir, models_dir))
+    cfg = StudyConfig(
+        datasets=tuple(datasets), backbones=tuple(backbones), out=out, scores=scores,
+        score_options=dict(raw.get("score_options", {})), score_split=str(raw.get("score_split", "train")),
+        image_size=raw.get("image_size"), seed=int(raw.get("seed", 0)), batch_size=int(raw.get("batch_size", 64)),
+        bootstrap=int(raw.get("bootstrap", 1000)), models_dir=models_dir, ground_truth=gt,
+        name=str(raw.get("name", os.path.splitext(os.path.basename(source))[0] or "study")), source=source,
+    )
+    check_scores(cfg)
+    if cfg.bootstrap < 1 or cfg.batch_size < 1:
+        raise _err(where, "bootstrap and batch_size must be >= 1")
+    return cfg
+
+
+def has_source_head(spec: BackboneSpec) -> Optional[bool]:
+    """Whether the backbone gives source probabilities: True, False, or None (known only once
+    its checkpoint is read, e.g. `hf:` ids). Raises `ValueError` for an unknown name."""
+    from jscore.backbones import backbone_info
+
+    info = backbone_info(spec.name)
+    if info.source == "zoo":
+        return bool(spec.num_source_classes)
+    if spec.num_source_classes is not None:
+        raise ValueError(f"num_source_classes applies to jscore zoo backbones only, not {spec.name!r}")
+    if spec.name.startswith("hf:"):
+        return None
+    return bool(info.has_source_head)
+
+
+def check_scores(cfg: StudyConfig) -> None:
+    """Unknown backbones, unknown scores, bad options, and source scores on headless backbones."""
+    from jscore.api import plan_scores
+    from jscore.scorers import REGISTRY
+
+    where = cfg.source
+    heads = {}
+    for b in cfg.backbones:
+        try:
+            heads[b.name] = has_source_head(b)
+        except ValueError as err:
+            raise ValueError(f"{where}: backbones: {err}") from None
+    want = [s for s in cfg.scores if s != "all"]
+    try:
+        plan_scores(want or "all", cfg.score_options, have_features=True, have_source=True)
+    except ValueError as err:
+        raise ValueError(f"{where}: scores: {err}") from None
+    needs_source = [s for s in want if REGISTRY[s].needs == "source"]
+    for b in cfg.backbones:
+        if needs_source and heads[b.name] is False:
+            raise ValueError(f"{where}: score(s) {needs_source} need source probabilities, but backbone "
+                             f"{b.name!r} has no source head (drop them, or give a model with a classifier)")
+
+
+def scores_for(cfg: StudyConfig, spec: BackboneSpec, have_source: bool) -> tuple:
+    """The registry names this backbone is scored with ("all": every score its outputs allow)."""
+    from jscore.api import resolve_scores
+
+    if "all" in cfg.scores:
+        return resolve_scores("all", have_features=True, have_source=have_source)
+    return resolve_scores(list(cfg.scores), have_features=True, have_source=have_source)
+
+
+def load_config(path: str, *, out: Optional[str] = None, models_dir: Optional[str] = None) -> StudyConfig:
+    """Read and check a study TOML file -> `StudyConfig`; `out`/`models_dir` override the file's."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"study config not found: {path}")
+    with open(path, "rb") as fh:
+        try:
+            raw = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML ({err})") from None
+    if out is not None:
+        raw["out"] = os.path.abspath(out)
+    if models_dir is not None:
+        raw["models_dir"] = os.path.abspath(models_dir)
+    return from_dict(raw, base_dir=os.path.dirname(os.path.abspath(path)), source=path)

@@ -1,0 +1,208 @@
+"""The plan of a study: its units of work, each keyed by a hash of exactly what it depends on.
+
+Stages, in order (a unit depends only on units of earlier stages):
+  extract   one (dataset, backbone, split): features and source probabilities on disk
+  score     one (dataset, backbone): every score on the scored split's features
+  truth     one ground-truth run (dataset, backbone, search point, seed): a linear probe on the
+            cached features, or full fine-tuning on the images
+  evaluate  one for the study: the scores against the ground truth, and the report
+
+A unit is done when its record (`<out>/records/<stage>/<id>.json`) carries the unit's current
+key, so editing the config recomputes only the units whose inputs the edit touches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from typing import Dict, List, Optional
+
+from jscore.study.config import StudyConfig, has_source_head, scores_for
+
+STAGES = ("extract", "score", "truth", "evaluate")
+PLAN_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One unit: `stage`, a readable `id` (the record's file name), `key` (sha256 of `deps`),
+    `deps` (what the result depends on, JSON-able) and `args` (what the runner needs)."""
+
+    stage: str
+    id: str
+    key: str
+    deps: dict
+    args: dict
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:60] or "x"
+
+
+def _unit(stage: str, parts, deps: dict, args: dict) -> Unit:
+    deps = {"stage": stage, "plan_version": PLAN_VERSION, **deps}
+    key = _hash(deps)
+    return Unit(stage, "__".join(_safe(p) for p in parts), key, deps, args)
+
+
+def backbone_deps(cfg: StudyConfig, spec) -> dict:
+    """Everything that decides a backbone's weights and inputs."""
+    return {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": spec.weights,
+            "image_size": cfg.image_size, "init_seed": cfg.seed, "models_dir": cfg.models_dir}
+
+
+@dataclasses.dataclass
+class Plan:
+    """The units of a study per stage, in execution order."""
+
+    config: StudyConfig
+    units: Dict[str, List[Unit]]
+
+    def all_units(self) -> List[Unit]:
+        return [u for s in STAGES for u in self.units.get(s, [])]
+
+    def record_path(self, unit: Unit) -> str:
+        return os.path.join(self.config.out, "records", unit.stage, unit.id + ".json")
+
+    def read_record(self, unit: Unit) -> Optional[dict]:
+        """The unit's record when it is done with the current key, else None."""
+        path = self.record_path(unit)
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        return rec if rec.get("key") == unit.key and rec.get("status") == "done" else None
+
+    def is_done(self, unit: Unit) -> bool:
+        return self.read_record(unit) is not None
+
+
+def _splits(cfg: StudyConfig, d) -> List[tuple]:
+    """(split name in the study, dataset spec, split in the dataset) that the plan extracts."""
+    out = [("score", d.data, cfg.score_split)]
+    if cfg.ground_truth.recipe == "probe":
+        out += [("train", d.data, d.train), ("val", d.data, d.val), ("test", d.data, d.test)]
+        out += [(name, spec, split) for name, spec, split in d.extra_tests]
+    seen, unique = set(), []
+    for role, spec, split in out:  # the scored split is usually the training split: extract it once
+        if (spec, split) not in seen:
+            seen.add((spec, split))
+            unique.append((role, spec, split))
+    return unique
+
+
+def make_plan(cfg: StudyConfig) -> Plan:
+    """Every unit of `cfg` with its key (no file is read or written)."""
+    from jscore.finetune.search import parse_search
+
+    gt = cfg.ground_truth
+    units: Dict[str, List[Unit]] = {s: [] for s in STAGES}
+    extract_of = {}  # (dataset, backbone, spec, split) -> unit
+    score_units, truth_units = [], []
+    for d in cfg.datasets:
+        for b in cfg.backbones:
+            bdeps = backbone_deps(cfg, b)
+            for role, spec, split in _splits(cfg, d):
+                u = _unit("extract", ["extract", d.name, b.name, split if spec == d.data else f"{role}-{split}"],
+                          {"backbone": bdeps, "data": spec, "split": split},
+                          {"dataset": d.name, "backbone": b.name, "data": spec, "split": split})
+                units["extract"].append(u)
+                extract_of[(d.name, b.name, spec, split)] = u
+            src = extract_of[(d.name, b.name, d.data, cfg.score_split)]
+            head = has_source_head(b)
+            names = scores_for(cfg, b, head is not False)
+            u = _unit("score", ["score", d.name, b.name],
+                      {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed},
+                      {"dataset": d.name, "backbone": b.name, "features": src.id, "scores": list(names)})
+            units["score"].append(u)
+            score_units.append(u)
+            if gt.recipe == "none":
+                continue
+            points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
+            recipe = {k: v for k, v in dataclasses.asdict(gt).items() if k not in ("seeds", "search", "truth", "select_by")}
+            if gt.recipe == "probe":
+                inputs = {role: extract_of[(d.name, b.name, spec, split)].key
+                          for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
+                                                    ("test", d.data, d.test)] + list(d.extra_tests)}
+                recipe.pop("augment")
+                feature_ids = {role: extract_of[(d.name, b.name, spec, split)].id
+                               for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
+                                                         ("test", d.data, d.test)] + list(d.extra_tests)}
+            else:
+                inputs = {"backbone": bdeps, "data": d.data, "splits": [d.train, d.val, d.test],
+                          "extra_tests": [list(e) for e in d.extra_tests]}
+                feature_ids = None
+            for seed in gt.seeds:
+                for i, p in enumerate(points):
+                    u = _unit("truth", ["truth", d.name, b.name, f"p{i:03d}", f"s{seed}"],
+                              {"inputs": inputs, "recipe": recipe, "learning_rate": p.learning_rate,
+                               "weight_decay": p.weight_decay, "seed": seed},
+                              {"dataset": d.name, "backbone": b.name, "features": feature_ids,
+                               "learning_rate": p.learning_rate, "weight_decay": p.weight_decay, "seed": seed})
+                    units["truth"].append(u)
+                    truth_units.append(u)
+    if gt.recipe != "none":
+        units["evaluate"].append(_unit(
+            "evaluate", ["evaluate"],
+            {"scores": sorted(u.key for u in score_units), "truth": sorted(u.key for u in truth_units),
+             "bootstrap": cfg.bootstrap, "seed": cfg.seed, "select_by": gt.select_by, "truth_column": gt.truth,
+             "datasets": [d.name for d in cfg.datasets], "backbones": [b.name for b in cfg.backbones]},
+            {}))
+    return Plan(cfg, units)
+
+
+# Rough seconds per unit on a 2-core CPU when no record of the stage exists yet (the estimate
+# uses the mean wall time of the stage's finished units once there are some).
+_DEFAULT_COST = {"extract": 8.0, "score": 3.0, "truth": 6.0, "evaluate": 20.0}
+
+
+def estimate(plan: Plan) -> Dict[str, dict]:
+    """Per stage: units, done, todo, and an estimate of the remaining seconds."""
+    out = {}
+    for stage in STAGES:
+        units = plan.units.get(stage, [])
+        times, done = [], 0
+        for u in units:
+            rec = plan.read_record(u)
+            if rec is not None:
+                done += 1
+                times.append(float(rec.get("wall_s", 0.0)))
+        if not times:  # records of earlier configs of the same stage still say what a unit costs
+            folder = os.path.join(plan.config.out, "records", stage)
+            for f in sorted(os.listdir(folder))[:50] if os.path.isdir(folder) else []:
+                try:
+                    with open(os.path.join(folder, f)) as fh:
+                        times.append(float(json.load(fh).get("wall_s", 0.0)))
+                except (OSError, ValueError):
+                    pass
+        per = sum(times) / len(times) if times else _DEFAULT_COST[stage]
+        if stage == "truth" and plan.config.ground_truth.recipe == "finetune" and not times:
+            per = 60.0 * plan.config.ground_truth.epochs / 10
+        out[stage] = {"units": len(units), "done": done, "todo": len(units) - done,
+                      "estimate_s": round(per * (len(units) - done), 1), "per_unit_s": round(per, 2)}
+    return out
+
+
+def format_plan(plan: Plan) -> str:
+    """The `--dry-run` text: units per stage, how many are done, and the estimated cost."""
+    cfg = plan.config
+    est = estimate(plan)
+    lines = [f"study {cfg.name!r}: {len(cfg.datasets)} dataset(s) x {len(cfg.backbones)} backbone(s); "
+             f"output {cfg.out}",
+             f"ground truth: {cfg.ground_truth.describe()}",
+             f"{'stage':<10}{'units':>7}{'done':>7}{'todo':>7}{'est. s':>10}"]
+    for stage, e in est.items():
+        if e["units"]:
+            lines.append(f"{stage:<10}{e['units']:>7}{e['done']:>7}{e['todo']:>7}{e['estimate_s']:>10.0f}")
+    total = sum(e["estimate_s"] for e in est.values())
+    lines.append(f"estimated time left: about {total:.0f} s on this machine (first-run guesses until records "
+                 "of a stage exist; compile time included)")
+    return "\n".join(lines)

@@ -1,0 +1,298 @@
+"""A study's tables and report, built from its unit records.
+
+`tidy_table` gathers the score and ground-truth records into the evaluate stage's tidy format
+(one row per dataset x model x score, the ground truth repeated on each row, one row set per
+seed), with two baselines that use no target data beside the scores: `source_top1` (the
+backbone's published source accuracy, where known) and `num_params` (its parameter count).
+`write_study_report` runs `jscore.evaluate` on it and writes `report.md` and a self-contained
+`report.html` (figures embedded as base64 PNG). `rank_table` is `jscore rank`'s table.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from jscore.study.plan import Plan
+
+BASELINES = ("source_top1", "num_params")
+
+
+def baseline_facts(plan: Plan) -> Dict[str, dict]:
+    """{backbone: {"source_top1": float or None, "num_params": int or None, "source_task": str
+    or None}} from the backbone registry, the parameter count counted from the variables (the
+    extract records) where the registry has none."""
+    from jscore.backbones import backbone_info
+
+    counted = {}
+    for u in plan.units.get("extract", []):
+        rec = plan.read_record(u)
+        if rec is not None:
+            counted.setdefault(u.args["backbone"], rec["result"].get("num_params"))
+    out = {}
+    for b in plan.config.backbones:
+        info = backbone_info(b.name)
+        top1 = getattr(info, "published_top1", None)
+        params = getattr(info, "num_params", None) or counted.get(b.name)
+        out[b.name] = {"source_top1": None if top1 is None else float(top1),
+                       "num_params": None if params is None else int(params),
+                       "source_task": getattr(info, "source_task", None)}
+    return out
+
+
+def score_values(plan: Plan) -> Dict[tuple, dict]:
+    """{(dataset, backbone): {score: value}} from the finished score units."""
+    out = {}
+    for u in plan.units.get("score", []):
+        rec = plan.read_record(u)
+        if rec is not None:
+            out[(u.args["dataset"], u.args["backbone"])] = dict(rec["result"]["scores"])
+    return out
+
+
+def truth_rows(plan: Plan) -> List[dict]:
+    """The ground truth per (dataset, backbone, seed): over the search points of that seed, the
+    run chosen by the validation criterion (`jscore.finetune.records.ground_truth`)."""
+    from jscore.finetune.records import ground_truth
+
+    gt = plan.config.ground_truth
+    by_seed: Dict[int, list] = {}
+    for u in plan.units.get("truth", []):
+        rec = plan.read_record(u)
+        if rec is None:
+            continue
+        r = dict(rec["result"], status="done", run_id=u.id)
+        by_seed.setdefault(int(u.args["seed"]), []).append(r)
+    rows = []
+    for seed, records in sorted(by_seed.items()):
+        for row in ground_truth(records, gt.select_by):
+            rows.append(dict(row, seed=seed))
+    return rows
+
+
+def tidy_table(plan: Plan):
+    """The tidy results table (pandas DataFrame): dataset, model, score, value, the truth
+    column (`test_<truth>`), seed, classes, n_test; baselines as extra scores."""
+    import pandas as pd
+
+    truth_col = f"test_{plan.config.ground_truth.truth}"
+    facts = baseline_facts(plan)
+    values = score_values(plan)
+    rows = []
+    for t in truth_rows(plan):
+        key = (t["dataset"], t["model"])
+        if key not in values:
+            continue
+        scores = dict(values[key])
+        for name in BASELINES:
+            if facts[t["model"]][name] is not None:
+                scores[name] = facts[t["model"]][name]
+        for name, v in scores.items():
+            rows.append({"dataset": t["dataset"], "model": t["model"], "score": name, "value": v,
+                         truth_col: t[plan.config.ground_truth.truth], "seed": t["seed"], "classes": t["classes"],
+                         "n_test": t["n_test"]})
+    return pd.DataFrame(rows)
+
+
+def _img_tag(path: str, alt: str) -> str:
+    with open(path, "rb") as fh:
+        data = base64.b64encode(fh.read()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}" style="max-width:100%">'
+
+
+def _table_html(df) -> str:
+    return df.to_html(index=False, na_rep="", escape=True, border=0, classes="t")
+
+
+def scores_vs_truth(plan: Plan, tidy) -> "object":
+    """Per (dataset, model): the ground truth and each score (and baseline), models in order of
+    the ground truth, each cell 'value (rank)'."""
+    import pandas as pd
+
+    truth_col = f"test_{plan.config.ground_truth.truth}"
+    mean = tidy.groupby(["dataset", "model", "score"], sort=False)[["value", truth_col]].mean().reset_index()
+    tables = {}
+    for dn, sub in mean.groupby("dataset", sort=False):
+        wide = sub.pivot(index="model", columns="score", values="value")
+        truth = sub.groupby("model")[truth_col].first()
+        order = truth.sort_values(ascending=False).index
+        t = pd.DataFrame({"model": order, truth_col: [f"{truth[m]:.4f}" for m in order]})
+        for s in dict.fromkeys(sub["score"]):
+            col = wide[s]
+            ranks = col.rank(ascending=False, method="min")
+            t[s] = [("-" if pd.isna(col[m]) else f"{col[m]:.4g} ({int(ranks[m])})") for m in order]
+        tables[dn] = t
+    return tables
+
+
+def write_study_report(plan: Plan) -> dict:
+    """Evaluate the finished records and write the report -> {"report_md", "report_html",
+    "summary": {score: grouped tau, grouped weighted tau}}; paths relative to the output folder."""
+    from jscore.evaluate.report import _markdown, evaluate_arrays, summary_table, tau_table, write_report
+    from jscore.evaluate.results import to_arrays
+
+    cfg = plan.config
+    out = cfg.out
+    tidy = tidy_table(plan)
+    if tidy.empty:
+        raise ValueError("no finished score and ground-truth records to evaluate")
+    os.makedirs(out, exist_ok=True)
+    tidy.to_csv(os.path.join(out, "results.csv"), index=False)
+    truth_col = f"test_{cfg.ground_truth.truth}"
+    r = to_arrays(tidy, truth=truth_col)
+    ev = evaluate_arrays(r, seed=cfg.seed, num_resamples=cfg.bootstrap)
+    eval_dir = os.path.join(out, "evaluation")
+    paths = write_report(ev, r, eval_dir, plots=True)
+    scatter = paths.get("scatter.png")
+    facts = baseline_facts(plan)
+    per_ds = scores_vs_truth(plan, tidy)
+    import pandas as pd
+
+    base = pd.DataFrame([{"model": m, "source task": f["source_task"] or "",
+                          "source top-1": "" if f["source_top1"] is None else f"{f['source_top1']:.4g}",
+                          "parameters": "" if f["num_params"] is None else f"{f['num_params']:,}"}
+                         for m, f in facts.items()])
+    sections = [
+        ("h1", f"Study `{cfg.name}`: transferability scores against ground truth"),
+        ("p", f"{len(cfg.datasets)} dataset(s) ({', '.join(d.name for d in cfg.datasets)}), "
+              f"{len(cfg.backbones)} backbone(s). Ground truth: {cfg.ground_truth.describe()}. "
+              f"Scores computed on the `{cfg.score_split}` split. Intervals: 95% bootstrap over "
+              f"{cfg.bootstrap} resamples of the models (seed {cfg.seed}). Every score is higher-is-better. "
+              "Baselines that use no target data (`source_top1`: the published source accuracy; "
+              "`num_params`: the parameter count) are ranked beside the scores."),
+        ("h2", "Ranking quality across datasets (pooled)"),
+        ("table", summary_table(ev)),
+        ("h2", "Kendall tau-b per dataset"),
+        ("table", tau_table(ev, "tau")),
+        ("h2", "Weighted Kendall tau per dataset"),
+        ("table", tau_table(ev, "wtau")),
+    ]
+    if scatter:
+        sections += [("h2", "Scores against ground truth"), ("img", scatter)]
+    sections += [("h2", "Scores against ground truth, per dataset"),
+                 ("p", f"Models in order of `{truth_col}` (mean over seeds); each cell is the value and its rank "
+                       "(1 = best).")]
+    for dn, t in per_ds.items():
+        sections += [("h3", dn), ("table", t)]
+    sections += [("h2", "Baselines without target data"), ("table", base), ("h2", "Diagnostics")]
+    sections += [("list", [f"**{f.kind}**: {f.message}" for f in ev.flags] or ["No problem found."])]
+    sections += [("p", f"Tables: `results.csv` (tidy), `evaluation/` (per_dataset.csv, summary.csv, rankings.csv, "
+                       f"diagnostics.csv, scatter.pdf). Config: `{cfg.source}`.")]
+
+    md, body = [], []
+    for kind, content in sections:
+        if kind in ("h1", "h2", "h3"):
+            level = int(kind[1])
+            md.append("#" * level + " " + content + "\n")
+            body.append(f"<{kind}>{html.escape(content).replace('`', '')}</{kind}>")
+        elif kind == "p":
+            md.append(content + "\n")
+            body.append(f"<p>{html.escape(content).replace('`', '')}</p>")
+        elif kind == "table":
+            md.append(_markdown(content))
+            body.append(_table_html(content))
+        elif kind == "img":
+            md.append(f"![scores against ground truth]({os.path.relpath(content, out)})\n")
+            body.append(_img_tag(content, "scores against ground truth"))
+        elif kind == "list":
+            md.append("\n".join(f"- {x}" for x in content) + "\n")
+            body.append("<ul>" + "".join(f"<li>{html.escape(x).replace('**', '')}</li>" for x in content) + "</ul>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table.t{border-collapse:collapse;margin:0.5em 0 1.5em}table.t td,table.t th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:left;font-size:0.9em}table.t th{background:#f3f3f3}")
+    page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(md))
+    with open(os.path.join(out, "report.html"), "w") as fh:
+        fh.write(page)
+    summary = {row["score"]: {"grouped_tau": _num(row["grouped_tau"]), "grouped_wtau": _num(row["grouped_wtau"])}
+               for _, row in ev.summary.iterrows()}
+    per = {f"{row['score']}|{row['dataset']}": {"tau": _num(row["tau"]), "tau_lo": _num(row["tau_lo"]),
+                                               "tau_hi": _num(row["tau_hi"]), "wtau": _num(row["wtau"])}
+           for _, row in ev.per_dataset.iterrows()}
+    return {"report": {"md": "report.md", "html": "report.html", "results": "results.csv"},
+            "summary": summary, "per_dataset": per}
+
+
+def _num(v) -> Optional[float]:
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def rank_table(plan: Plan, dataset: Optional[str] = None) -> List[dict]:
+    """`jscore rank`'s rows, best consensus first: model, each score's value and rank, the mean
+    rank over the scores (the consensus), source top-1 and parameter count where known."""
+    values = score_values(plan)
+    facts = baseline_facts(plan)
+    dataset = dataset or plan.config.datasets[0].name
+    models = [b.name for b in plan.config.backbones if (dataset, b.name) in values]
+    names = []
+    for m in models:
+        names += [n for n in values[(dataset, m)] if n not in names]
+    ranks = {}
+    for n in names:
+        have = sorted((m for m in models if n in values[(dataset, m)]), key=lambda m: -values[(dataset, m)][n])
+        for i, m in enumerate(have):
+            # ties share the best rank
+            prev = have[i - 1] if i else None
+            ranks[(m, n)] = ranks[(prev, n)] if prev is not None and values[(dataset, prev)][n] == values[(dataset, m)][n] else i + 1
+    rows = []
+    for m in models:
+        rs = [ranks[(m, n)] for n in names if (m, n) in ranks]
+        rows.append({"model": m, "scores": {n: values[(dataset, m)].get(n) for n in names},
+                     "ranks": {n: ranks.get((m, n)) for n in names},
+                     "mean_rank": float(np.mean(rs)) if rs else None,
+                     "source_top1": facts[m]["source_top1"], "num_params": facts[m]["num_params"]})
+    rows.sort(key=lambda r: (r["mean_rank"] is None, r["mean_rank"]))
+    return rows
+
+
+def format_rank_table(rows: List[dict]) -> str:
+    """Rows models (best consensus first), columns scores as 'value (rank)', mean rank, baselines."""
+    names = list(rows[0]["scores"]) if rows else []
+    width = max([len(r["model"]) for r in rows] + [5]) + 2
+    header = ("model".ljust(width) + "mean rank".rjust(10) + "".join(n.rjust(16) for n in names)
+              + "source top-1".rjust(14) + "params".rjust(12))
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = "".join((f"{r['scores'][n]:.4g} ({r['ranks'][n]})" if r["scores"][n] is not None else "-").rjust(16)
+                        for n in names)
+        top1 = "-" if r["source_top1"] is None else f"{r['source_top1']:.4g}"
+        params = "-" if r["num_params"] is None else _short(r["num_params"])
+        mean = "-" if r["mean_rank"] is None else f"{r['mean_rank']:.2f}"
+        lines.append(r["model"].ljust(width) + mean.rjust(10) + cells + top1.rjust(14) + params.rjust(12))
+    return "\n".join(lines)
+
+
+def _short(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return str(n)
+
+
+def rank_json(rows: List[dict]) -> str:
+    return json.dumps(rows, indent=2)
+
+
+def write_rank_csv(rows: List[dict], path: str) -> None:
+    """One row per model: model, mean_rank, <score>, <score>_rank, source_top1, num_params."""
+    import csv
+
+    names = list(rows[0]["scores"]) if rows else []
+    fields = ["model", "mean_rank"] + [c for n in names for c in (n, f"{n}_rank")] + ["source_top1", "num_params"]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            row = {"model": r["model"], "mean_rank": r["mean_rank"], "source_top1": r["source_top1"],
+                   "num_params": r["num_params"]}
+            for n in names:
+                row[n], row[f"{n}_rank"] = r["scores"][n], r["ranks"][n]
+            w.writerow(row)

@@ -1,0 +1,261 @@
+"""Run a study's plan: skip finished units, run the rest, one record per unit.
+
+Each unit's record is written atomically (a temporary file, then `os.replace`) when the unit
+finishes, so an interruption loses at most the unit in progress (and extraction resumes even
+inside a unit from its finished chunks). With `jax.distributed` initialised, every process runs
+the units whose position in the plan is its `jax.process_index()` modulo `jax.process_count()`
+and waits, at the end of each stage, for the other processes' records (the output folder must be
+shared); the records are the merge.
+
+The runner orchestrates the stages (`jscore.features`, `jscore.api.score`, `jscore.finetune`,
+`jscore.evaluate`); it adds no scoring or training logic of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+from jscore.study.plan import STAGES, Plan, Unit
+
+
+def _write_json_atomic(path: str, obj: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(v):
+    import numpy as np
+
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    return str(v)
+
+
+class Context:
+    """What the units of one run share: the config, built backbones and their variables."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.cfg = plan, plan.config
+        self._backbones = {}
+
+    def backbone(self, name: str):
+        """(Backbone, variables) for a study backbone, built once per process."""
+        if name not in self._backbones:
+            from jscore.backbones import get_backbone, init_variables
+
+            spec = next(b for b in self.cfg.backbones if b.name == name)
+            kw = {}
+            if spec.num_source_classes is not None:
+                kw["num_source_classes"] = spec.num_source_classes
+            if self.cfg.models_dir is not None:
+                kw["models_dir"] = self.cfg.models_dir
+            if self.cfg.image_size is not None:
+                kw["image_size"] = self.cfg.image_size
+            bb = get_backbone(name, weights=spec.weights, **kw)
+            self._backbones[name] = (bb, init_variables(bb, self.cfg.seed))
+        return self._backbones[name]
+
+    def features_dir(self) -> str:
+        return os.path.join(self.cfg.out, "features")
+
+    def features_path(self, extract_id: str) -> str:
+        unit = next(u for u in self.plan.units["extract"] if u.id == extract_id)
+        rec = self.plan.read_record(unit)
+        if rec is None:
+            raise RuntimeError(f"features of {extract_id} are not extracted yet")
+        return os.path.join(self.cfg.out, rec["result"]["path"])
+
+
+def count_params(variables) -> int:
+    """Parameters of a variables pytree: its "params" collection when it has one."""
+    import jax
+    import numpy as np
+
+    tree = variables.get("params", variables) if isinstance(variables, dict) else variables
+    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def run_extract(ctx: Context, unit: Unit) -> dict:
+    from jscore.data import open_dataset
+    from jscore.features import extract, load_features
+
+    a = unit.args
+    bb, variables = ctx.backbone(a["backbone"])
+    ds = open_dataset(a["data"], a["split"])
+    path = extract(bb, ds, ctx.features_dir(), variables=variables, batch_size=ctx.cfg.batch_size, progress=False)
+    meta = load_features(path)["metadata"]
+    return {"path": os.path.relpath(path, ctx.cfg.out), "num_examples": meta["num_examples"],
+            "feature_dim": meta["feature_dim"], "num_source_classes": meta["num_source_classes"],
+            "num_classes": meta["num_classes"], "weights_fingerprint": meta["weights_fingerprint"],
+            "num_params": count_params(variables), "skipped": len(meta.get("skipped", []))}
+
+
+def run_score(ctx: Context, unit: Unit) -> dict:
+    from jscore.api import score
+    from jscore.features import load_features
+
+    a = unit.args
+    f = load_features(ctx.features_path(a["features"]))
+    names = [n for n in a["scores"]]
+    source = f.get("source_probs")
+    values = score(f["features"], f["labels"], source_probs=source, scores=names, num_classes=f["num_classes"],
+                   seed=ctx.cfg.seed, **ctx.cfg.score_options)
+    return {"scores": values, "num_examples": int(len(f["labels"])), "num_classes": int(f["num_classes"])}
+
+
+def _train_config(ctx: Context, a: dict):
+    from jscore.finetune.train import TrainConfig
+
+    gt = ctx.cfg.ground_truth
+    return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
+                       batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
+                       augment=gt.augment, seed=a["seed"])
+
+
+def run_truth(ctx: Context, unit: Unit) -> dict:
+    import jax
+
+    from jscore.finetune.loop import fit
+
+    a = unit.args
+    gt = ctx.cfg.ground_truth
+    d = next(x for x in ctx.cfg.datasets if x.name == a["dataset"])
+    config = _train_config(ctx, a)
+    devices = jax.local_devices()
+    if gt.recipe == "probe":
+        from jscore.finetune.probe import feature_backbone, load_feature_split, probe_config
+        from jscore.finetune.train import identity_input_fn
+
+        splits = {}
+        for role, eid in a["features"].items():
+            splits[role], num_classes = load_feature_split(ctx.features_path(eid))
+        train, val = splits.pop("train"), splits.pop("val")
+        tests = {"test": splits.pop("test"), **splits}
+        # One device: a probe on [N, D] features is too small to gain from data parallelism, and
+        # its numbers then do not depend on how many devices a process has.
+        result = fit(feature_backbone(train.inputs.shape[1]), {}, train, val, tests, num_classes,
+                     probe_config(config), identity_input_fn, devices=devices[:1])
+    else:
+        from jscore.data import open_dataset
+        from jscore.finetune.data import load_split
+        from jscore.finetune.train import image_input_fn
+
+        bb, variables = ctx.backbone(a["backbone"])
+        size = bb.preprocess.image_size
+        load_size = max(bb.preprocess.resize_size, size)
+        named = [("train", d.data, d.train), ("val", d.data, d.val), ("test", d.data, d.test)] + list(d.extra_tests)
+        loaded = {}
+        for role, spec, split in named:
+            ds = open_dataset(spec, split)
+            num_classes = ds.num_classes if role == "train" else num_classes
+            loaded[role] = load_split(ds, load_size)
+        train, val = loaded.pop("train"), loaded.pop("val")
+        tests = {"test": loaded.pop("test"), **loaded}
+        # Checkpoints (resume inside a run) only in a single process: each process trains its own units.
+        run_dir = os.path.join(ctx.cfg.out, "runs", unit.id) if jax.process_count() == 1 else None
+        result = fit(bb, variables, train, val, tests, num_classes, config,
+                     image_input_fn(bb.preprocess, size, config.augment, config.augment_config),
+                     run_dir=run_dir, devices=devices)
+    result.pop("history", None)
+    result.update({"model": a["backbone"], "dataset": a["dataset"], "learning_rate": a["learning_rate"],
+                   "weight_decay": a["weight_decay"], "seed": a["seed"], "mode": config.mode,
+                   "epochs": config.epochs, "num_classes": num_classes, "test_size": int(len(tests["test"].labels)),
+                   "extra_tests": [k for k in tests if k != "test"]})
+    return result
+
+
+def run_evaluate(ctx: Context, unit: Unit) -> dict:
+    from jscore.study.report import write_study_report
+
+    return write_study_report(ctx.plan)
+
+
+RUNNERS = {"extract": run_extract, "score": run_score, "truth": run_truth, "evaluate": run_evaluate}
+
+# Result fields that are measurements of the run, not of the data (left out when comparing records).
+TIMING_FIELDS = ("wall_time_s", "train_time_s", "images_per_s", "compile_s", "device", "report")
+
+
+def _bar(total: int, initial: int, desc: str, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"{desc:<8}", unit="unit", dynamic_ncols=True, file=sys.stderr)
+
+
+def _wait_for(plan: Plan, units, timeout_s: float, poll_s: float = 0.2) -> None:
+    """Block until every unit has a current record (another process's), or one has failed."""
+    t0 = time.time()
+    while True:
+        left = [u for u in units if not plan.is_done(u)]
+        if not left:
+            return
+        for u in left:
+            failed = plan.record_path(u) + ".failed"
+            if os.path.isfile(failed):
+                with open(failed) as fh:
+                    raise RuntimeError(f"unit {u.id} failed in another process: {fh.read().strip()}")
+        if time.time() - t0 > timeout_s:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {len(left)} unit(s) of other "
+                               f"processes, e.g. {left[0].id}")
+        time.sleep(poll_s)
+
+
+def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s: float = 24 * 3600.0,
+             on_unit: Optional[Callable[[Unit, dict], None]] = None) -> dict:
+    """Run every unfinished unit of `plan` (this process's share of them) -> {stage: units run}.
+
+    Raises `RuntimeError` naming the unit when a unit fails (its error is also written beside
+    the record as `<id>.json.failed`, so the other processes stop too).
+    """
+    import jax
+
+    pid, count = jax.process_index(), jax.process_count()
+    ctx = Context(plan)
+    ran = {}
+    for stage in stages:
+        units = plan.units.get(stage, [])
+        if not units:
+            continue
+        mine = [u for k, u in enumerate(units) if k % count == pid]
+        todo = [u for u in mine if not plan.is_done(u)]
+        bar = _bar(len(mine), len(mine) - len(todo), stage, progress and pid == 0)
+        ran[stage] = 0
+        for unit in todo:
+            path = plan.record_path(unit)
+            if os.path.isfile(path + ".failed"):
+                os.remove(path + ".failed")
+            t0 = time.perf_counter()
+            try:
+                result = RUNNERS[stage](ctx, unit)
+            except Exception as err:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path + ".failed", "w") as fh:
+                    fh.write(f"{type(err).__name__}: {err}\n")
+                if isinstance(err, ValueError):
+                    raise ValueError(f"{stage} unit {unit.id}: {err}") from err
+                raise
+            record = {"stage": stage, "id": unit.id, "key": unit.key, "deps": unit.deps, "status": "done",
+                      "result": result, "wall_s": round(time.perf_counter() - t0, 3), "process": pid,
+                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            _write_json_atomic(path, record)
+            ran[stage] += 1
+            if on_unit is not None:
+                on_unit(unit, record)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if count > 1:
+            _wait_for(plan, units, wait_timeout_s)
+    return ran

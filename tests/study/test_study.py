@@ -1,0 +1,175 @@
+"""`jscore study` end to end on a tiny study: records, resume after a kill, config edits,
+bad configs, --dry-run, and the report."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from jscore.cli import main
+from tests.study import helpers as h
+
+
+def test_records_and_report(tiny, capsys):
+    root, data, cfg, out = tiny
+    recs = h.records(out)
+    stages = [s for s, _ in recs]
+    # 2 backbones x 3 splits; 2 scorings; 2 backbones x 2 search points; one evaluation
+    assert {s: stages.count(s) for s in set(stages)} == {"extract": 6, "score": 2, "truth": 4, "evaluate": 1}
+    assert all(r["status"] == "done" for r in recs.values())
+    # The score records hold jscore.score of the stored features, recomputed here.
+    import jscore
+    from jscore.features import load_features
+
+    for (stage, uid), r in recs.items():
+        if stage != "score":
+            continue
+        bb = uid.split("__")[2]
+        f = load_features(os.path.join(out, recs[("extract", f"extract__toy__{bb}__train")]["result"]["path"]))
+        want = jscore.score(f["features"], f["labels"], num_classes=2)
+        assert r["result"]["scores"] == pytest.approx(want, rel=1e-6)
+        assert set(want) == {"hscore", "reg_hscore", "nleep", "logme", "gbc"}  # headless: no LEEP/NCE
+    # Ground truth: per backbone the best validation run of the 2-point search, and its test number.
+    truth = [r["result"] for (s, _), r in recs.items() if s == "truth"]
+    assert {t["model"] for t in truth} == set(h.BACKBONES)
+    assert all(0 <= t["test_balanced_accuracy"] <= 1 for t in truth)
+    tidy = __import__("pandas").read_csv(os.path.join(out, "results.csv"))
+    for bb in h.BACKBONES:
+        runs = [t for t in truth if t["model"] == bb]
+        best = max(runs, key=lambda t: t["val_balanced_accuracy"])  # ties: first run (search order)
+        got = tidy[(tidy["model"] == bb)]["test_balanced_accuracy"].unique()
+        assert got.tolist() == [best["test_balanced_accuracy"]]
+    # Baselines beside the scores: the parameter count, counted from the variables.
+    from jscore.backbones import get_backbone, init_variables
+
+    params = tidy[tidy["score"] == "num_params"].set_index("model")["value"]
+    for bb in h.BACKBONES:
+        v = init_variables(get_backbone(bb, image_size=16), 0)["params"]
+        leaves = []
+        stack = [v]
+        while stack:  # walk the nested dicts by hand
+            x = stack.pop()
+            stack.extend(x.values()) if isinstance(x, dict) else leaves.append(np.size(x))
+        assert params[bb] == sum(leaves)
+    md = open(os.path.join(out, "report.md")).read()
+    page = open(os.path.join(out, "report.html")).read()
+    for text in ("Kendall tau-b per dataset", "Weighted Kendall tau", "num_params", "Diagnostics", "toy"):
+        assert text in md and text in page
+    assert "data:image/png;base64," in page and "<img" in page and "src=\"scatter" not in page
+
+
+def test_rerun_skips_everything(tiny, capsys):
+    root, data, cfg, out = tiny
+    before = {k: os.path.getmtime(os.path.join(out, "records", k[0], k[1] + ".json")) for k in h.records(out)}
+    assert main(["study", cfg, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "ran extract 0, score 0, truth 0, evaluate 0 unit(s)" in err
+    after = {k: os.path.getmtime(os.path.join(out, "records", k[0], k[1] + ".json")) for k in h.records(out)}
+    assert before == after
+
+
+def test_config_edit_recomputes_only_what_it_touches(tiny, capsys, tmp_path):
+    root, data, cfg, out = tiny
+    import shutil
+
+    out2 = str(tmp_path / "edit")
+    shutil.copytree(out, out2)
+    ref = h.records(out2)
+    # Edit 1: the ground-truth epochs: every truth run and the evaluation, nothing else.
+    cfg2 = h.write_config(str(tmp_path / "s.toml"), data, out2, epochs=3)
+    from jscore.study import load_config, make_plan
+
+    plan = make_plan(load_config(cfg2))
+    todo = {s: sum(not plan.is_done(u) for u in plan.units[s]) for s in plan.units}
+    assert todo == {"extract": 0, "score": 0, "truth": 4, "evaluate": 1}
+    # Edit 2: the score list: the 2 scorings and the evaluation only.
+    cfg3 = h.write_config(str(tmp_path / "s3.toml"), data, out2, scores=["logme", "gbc"])
+    plan = make_plan(load_config(cfg3))
+    todo = {s: sum(not plan.is_done(u) for u in plan.units[s]) for s in plan.units}
+    assert todo == {"extract": 0, "score": 2, "truth": 0, "evaluate": 1}
+    assert main(["study", cfg3, "--no-progress"]) == 0
+    assert "ran extract 0, score 2, truth 0, evaluate 1 unit(s)" in capsys.readouterr().err
+    new = h.records(out2)
+    for k, r in ref.items():
+        if k[0] in ("extract", "truth"):
+            assert new[k] == r  # untouched
+    assert set(new[("score", "score__toy__resnet8")]["result"]["scores"]) == {"logme", "gbc"}
+    # Edit 3: one more backbone: its 3 extractions, 1 scoring and 2 runs (and the evaluation).
+    cfg4 = h.write_config(str(tmp_path / "s4.toml"), data, out2, backbones=h.BACKBONES + ["resnet8_w32"],
+                          scores=["logme", "gbc"])
+    plan = make_plan(load_config(cfg4))
+    todo = {s: sum(not plan.is_done(u) for u in plan.units[s]) for s in plan.units}
+    assert todo == {"extract": 3, "score": 1, "truth": 2, "evaluate": 1}
+
+
+def test_dry_run(tiny, capsys):
+    root, data, cfg, out = tiny
+    assert main(["study", cfg, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.split()[:1] in
+            (["extract"], ["score"], ["truth"], ["evaluate"])}
+    assert rows["extract"][:3] == ["6", "6", "0"] and rows["truth"][:3] == ["4", "4", "0"]
+    assert "estimated time left" in text
+
+
+@pytest.mark.parametrize("edit, message", [
+    ("bogus = 1\n", "unknown key(s) ['bogus']"),
+    ("backbones = [\"resnet8\", \"notanet\"]\n", "unknown backbone 'notanet'"),
+    ("scores = [\"leep\"]\n", "need source probabilities, but backbone 'resnet8' has no source head"),
+    ("scores = [\"logmee\"]\n", "unknown score(s) ['logmee']"),
+    ("DATA", "dataset 'toy' not found"),
+])
+def test_bad_configs_fail_before_any_work(tmp_path, capsys, edit, message):
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    out = str(tmp_path / "out")
+    cfg = h.write_config(str(tmp_path / "s.toml"), data if edit != "DATA" else str(tmp_path / "missing.npz"), out)
+    text = open(cfg).read()
+    if edit != "DATA":
+        key = edit.split("=")[0].strip()
+        lines = [ln for ln in text.splitlines() if not ln.startswith(key + " ")]
+        text = edit + "\n".join(lines) + "\n"
+    open(cfg, "w").write(text)
+    assert main(["study", cfg]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("jscore study: error:") and message in err[0], err
+    assert not os.path.exists(out)  # nothing was started
+
+
+def test_interrupted_study_resumes(tiny, tmp_path):
+    """Kill a study mid-way (SIGKILL): the rerun keeps every finished unit, finishes, and its
+    records equal the uninterrupted run's."""
+    root, data, cfg, ref_out = tiny
+    out = str(tmp_path / "killed")
+    cfg2 = h.write_config(str(tmp_path / "s.toml"), data, out)
+    proc = subprocess.Popen(h.jscore_cmd("study", cfg2, "--no-progress"), env=h.env(), cwd=h.REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 240:  # kill once the score stage has started
+            if len(h.records(out)) >= 7 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the study ended before it could be interrupted"
+    kept = h.records(out)
+    assert 7 <= len(kept) < 13
+    mtimes = {k: os.path.getmtime(os.path.join(out, "records", k[0], k[1] + ".json")) for k in kept}
+    res = h.run_cli("study", cfg2, "--no-progress")
+    assert res.returncode == 0, res.stderr
+    ran = res.stderr.split("ran ")[1].split(" unit(s)")[0]
+    redone = sum(int(part.split()[1]) for part in ran.split(", "))
+    assert redone == 13 - len(kept)  # only the units without a record: at most the one in progress was lost
+    for k, m in mtimes.items():  # finished units were not redone
+        assert os.path.getmtime(os.path.join(out, "records", k[0], k[1] + ".json")) == m
+    ref, got = h.records(ref_out), h.records(out)
+    assert set(ref) == set(got)
+    for k in ref:
+        if k[0] != "evaluate":
+            assert h.comparable(got[k]) == h.comparable(ref[k]), k
+    assert got[("evaluate", "evaluate")]["result"]["summary"] == ref[("evaluate", "evaluate")]["result"]["summary"]
