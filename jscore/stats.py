@@ -50,7 +50,7 @@ class FeatureStats(NamedTuple):
       xc: [N, D] centred features, zero on masked rows and columns.
       mean: [D] mean of the valid rows (zero on masked columns).
       d_eff: scalar, number of valid feature columns.
-      evals: [r] eigenvalues of S, descending, >= 0 (Rayleigh quotients |Xc v_k|^2 of the data).
+      evals: [r] eigenvalues of S, descending, >= 0.
       evecs: [r, r] eigenvectors: U of Xc Xc^T (Gram path, r = N) or V of S (scatter path, r = D).
       kept: [r] bool, eigenvalues above the numerical-rank cut-off.
       class_proj: [C, r] V^T (mu_c - mu), zero for absent classes and dropped directions.
@@ -98,15 +98,6 @@ def default_rcond(num_samples: int, num_features: int, dtype) -> float:
     return 10 * max(num_samples, num_features) ** 0.5 * eps(dtype)
 
 
-def data_rcond(num_samples: int, num_features: int, dtype) -> float:
-    """Relative cut-off for eigenvalues measured from the data as |Xc v|^2 (Rayleigh quotients):
-    default_rcond squared, i.e. singular values below 10 sqrt(max(N, D)) eps(dtype) of the
-    largest are zero (1.4e-8 of the largest eigenvalue in float32 at N = 10000, 7e-10 at N = 500).
-    Directions that are exactly zero (constant or duplicated columns, the centring direction)
-    measure at about eps^2 max(N, D), far below it."""
-    return default_rcond(num_samples, num_features, dtype) ** 2
-
-
 def rank_mask(evals, rcond: float):
     """[r] bool: eigenvalues above rcond * the largest (and above zero)."""
     return evals > jnp.maximum(rcond * jnp.max(evals), jnp.finfo(evals.dtype).tiny)
@@ -138,20 +129,6 @@ def nan_if_nonfinite(x, valid):
     return jnp.where(finite & valid, x, 0), poison
 
 
-def _refined_eigh(gram, data, on_left: bool):
-    """eigh of `gram` (descending) with each eigenvalue re-measured from the data as the squared
-    norm of the data along its eigenvector: |data v|^2 (on_left False, gram = data^T data) or
-    |data^T u|^2 (on_left True, gram = data data^T). An eigenvalue of a float32 Gram carries an
-    absolute error of about eps * the largest one, so a direction 1e-6 times weaker than the
-    largest is lost; the data-side measure errs by about eps^2 * the largest plus eps times the
-    direction's own size, so directions down to ~1e-10 of the largest keep their eigenvalue."""
-    evals, vecs = eigh_descending(gram)
-    proj = mm(data.T, vecs) if on_left else mm(data, vecs)
-    measured = jnp.sum(proj**2, axis=0)
-    order = jnp.argsort(-measured)
-    return measured[order], vecs[:, order]
-
-
 def feature_stats(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None,
                   rcond: float | None = None, spectrum: bool = True,
                   equilibrate: bool = True) -> FeatureStats:
@@ -160,15 +137,12 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
     Global scale: the features are divided by a power of two near their largest column's standard
     deviation before anything is squared (exact), so scales from 1e-8 to 1e12 cost no accuracy and
     never overflow float32; results are mapped back to the features' units.
-    Ill-conditioning: each eigenvalue is re-measured from the data (see `_refined_eigh`), so
-    directions whose variance is far below the largest keep their eigenvalue in float32.
     Column scales: `equilibrate` also decomposes Xc / col_scale (powers of two per column, exact),
     for the scores that do not depend on column scales (H-score).
     Non-finite features: every array result is NaN (NaN in, NaN out).
 
     Args:
-      rcond: relative cut-off of the data-measured eigenvalues (default `data_rcond`); the
-        equilibrated decomposition uses `default_rcond`.
+      rcond: relative eigenvalue cut-off of the numerical rank (default `default_rcond`).
       spectrum: compute the decomposition of Xc (static; LogME, GBC, N-LEEP, regularised H-score).
       equilibrate: compute the decomposition of the column-equilibrated Xc (static; H-score).
     """
@@ -188,7 +162,7 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
     xg = xc / scale  # exact: a power of two
     gram_path = n_rows <= n_cols
     if rcond is None:
-        rcond = data_rcond(n_rows, n_cols, dtype)
+        rcond = default_rcond(n_rows, n_cols, dtype)
 
     evals = evecs = kept = class_proj = mean_proj = mean_null_sq = None
     eq_evals = eq_evecs = eq_kept = None
@@ -200,13 +174,13 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
         else:
             scatter_s = mm(xs.T, xs)
             eq_evals, eq_evecs = eigh_descending(scatter_s)
-        eq_kept = rank_mask(eq_evals, default_rcond(n_rows, n_cols, dtype))
+        eq_kept = rank_mask(eq_evals, rcond)
         eq_evals, eq_evecs = eq_evals + poison, eq_evecs + poison
     if spectrum:
         mean_g = mean / scale
         class_dev = safe_div(mm(ls.onehot.T, xg), ls.counts[:, None])  # [C, D] (mu_c - mu) / scale
         if gram_path:
-            lam, u = _refined_eigh(mm(xg, xg.T), xg, on_left=True)
+            lam, u = eigh_descending(mm(xg, xg.T))
             kept = rank_mask(lam, rcond)
             root = jnp.where(kept, jnp.sqrt(lam), 1)
             # V = Xc^T U / sqrt(s): project through the data instead of forming V (D x N).
@@ -221,7 +195,7 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
                 gram = scatter_s * ratio[:, None] * ratio[None, :]
             else:
                 gram = mm(xg.T, xg)
-            lam, v = _refined_eigh(gram, xg, on_left=False)
+            lam, v = eigh_descending(gram)
             kept = rank_mask(lam, rcond)
             class_proj = jnp.where(kept, mm(class_dev, v), 0)
             mean_proj = mm(mean_g, v)  # the basis is complete: nothing of mu is left outside
