@@ -14,6 +14,10 @@ __version__ = "0.1.0"
 
 __all__ = ["score", "score_zoo", "REGISTRY", "__version__"]
 
+# Sub-modules reachable as attributes of `jscore` (imported on first use).
+_SUBMODULES = ("scorers", "stats", "validate", "batch", "sharding", "api", "data", "backbones",
+               "features", "finetune", "evaluate", "demo")
+
 
 def __getattr__(name):
     # Lazy so that `import jscore` (and the CLI's start-up) stays cheap.
@@ -29,4 +33,8 @@ def __getattr__(name):
         from jscore.scorers import REGISTRY
 
         return REGISTRY
+    if name in _SUBMODULES:  # `import jscore; jscore.scorers.logme(...)` without a second import
+        import importlib
+
+        return importlib.import_module(f"jscore.{name}")
     raise AttributeError(f"module 'jscore' has no attribute {name!r}")

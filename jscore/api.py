@@ -99,9 +99,61 @@ def _freeze(hp: dict) -> tuple:
     return tuple(sorted(hp.items()))
 
 
-@partial(jax.jit, static_argnames=("num_classes",))
-def _shared(features, labels, *, num_classes: int):
-    return feature_stats(features, labels, num_classes=num_classes)
+@partial(jax.jit, static_argnames=("num_classes", "spectrum", "equilibrate"))
+def _shared(features, labels, *, num_classes: int, spectrum: bool = True, equilibrate: bool = True):
+    return feature_stats(features, labels, num_classes=num_classes, spectrum=spectrum,
+                         equilibrate=equilibrate)
+
+
+def shared_parts(names) -> dict:
+    """Which halves of the shared decomposition the scores `names` need: H-score uses the
+    column-equilibrated one (it does not depend on column scales), the others the plain one."""
+    return {"spectrum": any(n != "hscore" and REGISTRY[n].needs == "features" for n in names),
+            "equilibrate": "hscore" in names}
+
+
+def warn_saturation(names, num_samples: int, num_features: int, num_classes: int) -> None:
+    """H-score is C - 1 for every model whose centred features span all N - 1 sample directions,
+    which is bound to happen when N <= D + 1: warn, and suggest a PCA dimension."""
+    if "hscore" in names and num_samples - 1 <= num_features:
+        import warnings
+
+        dims = max(1, min(num_features, (num_samples - 1) // 4))
+        warnings.warn(f"hscore: N = {num_samples} samples for D = {num_features} feature dimensions: with "
+                      f"N <= D + 1 H-score saturates at its bound C - 1 = {num_classes - 1} for every model "
+                      f"and cannot rank them. Reduce the features with PCA first, to at most about "
+                      f"{dims} dimensions (N / 4), or score more samples.", UserWarning, stacklevel=3)
+
+
+@partial(jax.jit, static_argnames=("max_iters", "tol"))
+def _logme_targets(features, targets, *, max_iters: int, tol: float):
+    from jscore.scorers.logme import logme_regression
+
+    return logme_regression(features, targets, max_iters=max_iters, tol=tol)
+
+
+def score_targets(features, targets, *, scores="all", float64: bool = False, **options) -> dict:
+    """Regression or multi-label targets [N, K]: LogME's regression form (the one score defined
+    for them). See `score`."""
+    if isinstance(scores, str):
+        scores = ["logme"] if scores == "all" else [s.strip() for s in scores.split(",") if s.strip()]
+    other = [s for s in scores if s != "logme"]
+    if other:
+        raise ValueError(f"score(s) {other} need integer class labels; with float `targets` (regression or "
+                         "multi-label) only logme is defined")
+    unknown = set(options) - {"logme"}
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for targets: only logme={{...}}")
+    hp = hyperparams("logme", options)
+    if float64:
+        with float64_scope():
+            return score_targets(as_float64(features), as_float64(targets), scores=scores, **options)
+    from jscore.validate import validate_targets
+
+    feats, t = validate_targets(features, targets)
+    out = {"logme": float(_logme_targets(feats, t, **hp))}
+    check_finite(out)
+    return out
 
 
 @partial(jax.jit, static_argnames=("names", "num_classes", "frozen"))
@@ -129,7 +181,7 @@ def _source_scores(probs, top, labels, *, names: tuple, num_classes: int):
     return out
 
 
-def score(features=None, labels=None, *, source_probs=None, source_logits=None,
+def score(features=None, labels=None, *, source_probs=None, source_logits=None, targets=None,
           scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
           float64: bool = False, **options) -> dict:
     """Score one backbone's features on one target task with several scores at once.
@@ -143,13 +195,17 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
         sorted unique values; with it they must lie in [0, num_classes).
       source_probs: [N, Cs] source-model probabilities (needed by leep, nce); or
       source_logits: [N, Cs] source-model logits (softmaxed here).
+      targets: instead of labels, [N] or [N, K] float targets (regression values, multi-hot
+        labels): LogME's regression form, the mean over the K columns of the evidence / N
+        (`jscore.scorers.logme_regression`); returns {"logme": value}. A NaN target raises; a
+        column that is constant over all samples is left out with a warning.
       scores: "all" (every score whose inputs were given), a list of registry names, or a
         comma-separated string.
       num_classes: C, optional (see labels).
       seed: seeds N-LEEP's mixture initialisation.
-      float64: compute in float64 (CPU or GPU; not TPU). float32 treats directions whose variance
-        is below about 10 sqrt(max(N, D)) eps(float32) of the largest as zero; features with condition
-        numbers beyond ~1e6 (e.g. a few massive activations) need float64 to keep them.
+      float64: compute in float64 (CPU or GPU; not TPU). float32 is accurate on badly scaled
+        features (global scales, a few massive activations, covariance condition numbers up to
+        ~1e8: see docs/scorers.md, "float32"); float64 is for checking.
       **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
         `nleep={"components_per_class": 3}`.
 
@@ -159,6 +215,11 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     Raises:
       ValueError for bad input (see `jscore.validate.validate_inputs`).
     """
+    if targets is not None:
+        if labels is not None or source_probs is not None or source_logits is not None:
+            raise ValueError("pass either labels (classification) or targets (regression / multi-label), "
+                             "not both; targets are scored with features only")
+        return score_targets(features, targets, scores=scores, float64=float64, **options)
     if float64:
         with float64_scope():
             return score(as_float64(features), labels, source_probs=as_float64(source_probs),
@@ -174,7 +235,8 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None,
     results = {}
     feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
     if feature_names:
-        fs = _shared(v.features, v.labels, num_classes=v.num_classes)
+        warn_saturation(feature_names, v.labels.shape[0], v.features.shape[1], v.num_classes)
+        fs = _shared(v.features, v.labels, num_classes=v.num_classes, **shared_parts(feature_names))
         if "nleep" in feature_names and hp["nleep"]["max_dims"] is None:
             hp["nleep"]["max_dims"] = nleep_dims(fs.evals, hp["nleep"]["variance"])
         frozen = tuple((n, _freeze(hp[n])) for n in feature_names)

@@ -45,7 +45,7 @@ def label_stats(labels, num_classes: int, sample_mask, dtype) -> LabelStats:
 class FeatureStats(NamedTuple):
     """The shared decomposition of one feature matrix (see the module docstring).
 
-    Attributes:
+    Attributes (all in the features' own units):
       labels: LabelStats.
       xc: [N, D] centred features, zero on masked rows and columns.
       mean: [D] mean of the valid rows (zero on masked columns).
@@ -56,6 +56,17 @@ class FeatureStats(NamedTuple):
       class_proj: [C, r] V^T (mu_c - mu), zero for absent classes and dropped directions.
       mean_proj: [r] V^T mu on the kept directions.
       mean_null_sq: scalar, squared norm of the part of mu outside the kept directions.
+      scale: scalar power of two, about the largest column's standard deviation; the
+        decompositions are computed on Xc / scale (exact), so the results do not depend on a
+        global scale of the features.
+      col_scale: [D] powers of two, about each column's standard deviation (1 on masked and
+        constant columns).
+      eq_evals, eq_evecs, eq_kept: the same decomposition of the column-equilibrated features
+        Xc / col_scale (for the scores that are invariant to column scales: H-score), None when
+        not requested.
+
+    The first ten fields are as before; `spectrum=False` leaves evals .. mean_null_sq None and
+    `equilibrate=False` leaves the eq_* fields None.
     """
 
     labels: LabelStats
@@ -68,6 +79,11 @@ class FeatureStats(NamedTuple):
     class_proj: jax.Array
     mean_proj: jax.Array
     mean_null_sq: jax.Array
+    scale: jax.Array = None
+    col_scale: jax.Array = None
+    eq_evals: jax.Array = None
+    eq_evecs: jax.Array = None
+    eq_kept: jax.Array = None
 
     @property
     def is_gram(self) -> bool:
@@ -77,13 +93,14 @@ class FeatureStats(NamedTuple):
 def default_rcond(num_samples: int, num_features: int, dtype) -> float:
     """Relative eigenvalue cut-off of the numerical rank: 10 sqrt(max(N, D)) eps(dtype), about the
     round-off floor of the eigenvalues of a Gram matrix summed over max(N, D) terms (1.2e-4 in
-    float32 at N = 10000; 2e-13 in float64)."""
+    float32 at N = 10000; 2e-13 in float64). Used for eigenvalues taken from an eigendecomposition
+    of a Gram matrix (the column-equilibrated one of `hscore`)."""
     return 10 * max(num_samples, num_features) ** 0.5 * eps(dtype)
 
 
 def rank_mask(evals, rcond: float):
     """[r] bool: eigenvalues above rcond * the largest (and above zero)."""
-    return evals > jnp.maximum(rcond * evals[0], jnp.finfo(evals.dtype).tiny)
+    return evals > jnp.maximum(rcond * jnp.max(evals), jnp.finfo(evals.dtype).tiny)
 
 
 def _matrix_for_labels(name: str, array, labels):
@@ -98,40 +115,100 @@ def _matrix_for_labels(name: str, array, labels):
     return array.astype(dtype), dtype
 
 
+def power_of_two(x):
+    """The power of two nearest to x > 0 (1 where x is 0): dividing by it is exact in floating point."""
+    ok = x > 0
+    return jnp.where(ok, jnp.exp2(jnp.round(jnp.log2(jnp.where(ok, x, 1)))), 1).astype(x.dtype)
+
+
+def nan_if_nonfinite(x, valid):
+    """(x with non-finite entries zeroed, a scalar that is NaN when any valid entry of x was
+    non-finite and 0 otherwise). Adding that scalar to a result makes NaN in give NaN out."""
+    finite = jnp.isfinite(x)
+    poison = jnp.where(jnp.all(finite | ~valid), 0, jnp.nan).astype(x.dtype)
+    return jnp.where(finite & valid, x, 0), poison
+
+
 def feature_stats(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None,
-                  rcond: float | None = None) -> FeatureStats:
-    """Centre, decompose and project once. features [N, D] float, labels [N] int."""
+                  rcond: float | None = None, spectrum: bool = True,
+                  equilibrate: bool = True) -> FeatureStats:
+    """Centre, decompose and project once. features [N, D] float, labels [N] int.
+
+    Global scale: the features are divided by a power of two near their largest column's standard
+    deviation before anything is squared (exact), so scales from 1e-8 to 1e12 cost no accuracy and
+    never overflow float32; results are mapped back to the features' units.
+    Column scales: `equilibrate` also decomposes Xc / col_scale (powers of two per column, exact),
+    for the scores that do not depend on column scales (H-score).
+    Non-finite features: every array result is NaN (NaN in, NaN out).
+
+    Args:
+      rcond: relative eigenvalue cut-off of the numerical rank (default `default_rcond`).
+      spectrum: compute the decomposition of Xc (static; LogME, GBC, N-LEEP, regularised H-score).
+      equilibrate: compute the decomposition of the column-equilibrated Xc (static; H-score).
+    """
     x, dtype = _matrix_for_labels("features", features, labels)
     n_rows, n_cols = x.shape
     ls = label_stats(labels, num_classes, sample_mask, dtype)
     fmask = as_mask(feature_mask, n_cols, dtype)
-    # Masks are weights, never slicing: padded rows and columns become exact zeros.
+    # Masks are weights, never slicing: padded rows and columns become exact zeros, NaN included.
+    valid = (ls.weights[:, None] > 0) & (fmask[None, :] > 0)
+    x, poison = nan_if_nonfinite(x, valid)
     x = x * fmask[None, :]
     mean = safe_div(mm(ls.weights, x), ls.n)
     xc = (x - mean[None, :]) * ls.weights[:, None]
+    col_rms = jnp.sqrt(safe_div(jnp.sum(xc**2, axis=0), ls.n))
+    col_scale = power_of_two(col_rms)
+    scale = power_of_two(jnp.max(col_rms))
+    xg = xc / scale  # exact: a power of two
+    gram_path = n_rows <= n_cols
     if rcond is None:
         rcond = default_rcond(n_rows, n_cols, dtype)
 
-    class_dev = safe_div(mm(ls.onehot.T, xc), ls.counts[:, None])  # [C, D] mu_c - mu
-    if n_rows <= n_cols:
-        evals, u = eigh_descending(mm(xc, xc.T))
-        kept = rank_mask(evals, rcond)
-        root = jnp.where(kept, jnp.sqrt(evals), 1)
-        # V = Xc^T U / sqrt(s): project through the data instead of forming V (D x N).
-        class_proj = jnp.where(kept, safe_div(mm(ls.onehot.T, u) * root, ls.counts[:, None]), 0)
-        mean_proj = jnp.where(kept, mm(mm(xc, mean), u) / root, 0)
-        in_span = mm(xc.T, mm(u, jnp.where(kept, mean_proj / root, 0)))
-        mean_null_sq = jnp.sum((mean - in_span) ** 2)
-        evecs = u
-    else:
-        evals, v = eigh_descending(mm(xc.T, xc))
-        kept = rank_mask(evals, rcond)
-        class_proj = jnp.where(kept, mm(class_dev, v), 0)
-        mean_proj = mm(mean, v)  # the basis is complete: nothing of mu is left outside
-        mean_null_sq = jnp.zeros((), dtype)
-        evecs = v
-    return FeatureStats(ls, xc, mean, fmask.sum(), evals, evecs, kept, class_proj, mean_proj,
-                        mean_null_sq)
+    evals = evecs = kept = class_proj = mean_proj = mean_null_sq = None
+    eq_evals = eq_evecs = eq_kept = None
+    scatter_s = None
+    if equilibrate:
+        xs = xc / col_scale[None, :]  # exact: powers of two
+        if gram_path:
+            eq_evals, eq_evecs = eigh_descending(mm(xs, xs.T))
+        else:
+            scatter_s = mm(xs.T, xs)
+            eq_evals, eq_evecs = eigh_descending(scatter_s)
+        eq_kept = rank_mask(eq_evals, rcond)
+        eq_evals, eq_evecs = eq_evals + poison, eq_evecs + poison
+    if spectrum:
+        mean_g = mean / scale
+        class_dev = safe_div(mm(ls.onehot.T, xg), ls.counts[:, None])  # [C, D] (mu_c - mu) / scale
+        if gram_path:
+            lam, u = eigh_descending(mm(xg, xg.T))
+            kept = rank_mask(lam, rcond)
+            root = jnp.where(kept, jnp.sqrt(lam), 1)
+            # V = Xc^T U / sqrt(s): project through the data instead of forming V (D x N).
+            class_proj = jnp.where(kept, safe_div(mm(ls.onehot.T, u) * root, ls.counts[:, None]), 0)
+            mean_proj = jnp.where(kept, mm(mm(xg, mean_g), u) / root, 0)
+            in_span = mm(xg.T, mm(u, jnp.where(kept, mean_proj / root, 0)))
+            mean_null_sq = jnp.sum((mean_g - in_span) ** 2)
+            evecs = u
+        else:
+            if scatter_s is not None:  # the same products, rescaled by powers of two: exact
+                ratio = col_scale / scale
+                gram = scatter_s * ratio[:, None] * ratio[None, :]
+            else:
+                gram = mm(xg.T, xg)
+            lam, v = eigh_descending(gram)
+            kept = rank_mask(lam, rcond)
+            class_proj = jnp.where(kept, mm(class_dev, v), 0)
+            mean_proj = mm(mean_g, v)  # the basis is complete: nothing of mu is left outside
+            mean_null_sq = jnp.zeros((), dtype)
+            evecs = v
+        # Back to the features' units (powers of two: exact), NaN in -> NaN out.
+        evals = lam * scale**2 + poison
+        evecs = evecs + poison
+        class_proj = class_proj * scale + poison
+        mean_proj = mean_proj * scale + poison
+        mean_null_sq = mean_null_sq * scale**2 + poison
+    return FeatureStats(ls, xc + poison, mean + poison, fmask.sum(), evals, evecs, kept, class_proj,
+                        mean_proj, mean_null_sq, scale + poison, col_scale, eq_evals, eq_evecs, eq_kept)
 
 
 def pc_scores(fs: FeatureStats, k: int):
@@ -167,7 +244,10 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
     n_src = probs.shape[1]
     ls = label_stats(labels, num_classes, sample_mask, dtype)
     smask = as_mask(source_mask, n_src, dtype)
+    valid = (ls.weights[:, None] > 0) & (smask[None, :] > 0)
+    probs, poison = nan_if_nonfinite(probs, valid)  # NaN in -> NaN out, not a hidden argmax
     probs = probs * smask[None, :]
     # Masked source classes can never be the argmax.
     top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
-    return SourceStats(mm(probs.T, ls.onehot), argmax_table(top, ls.onehot, n_src), ls.n)
+    return SourceStats(mm(probs.T, ls.onehot) + poison, argmax_table(top, ls.onehot, n_src) + poison,
+                       ls.n + poison)

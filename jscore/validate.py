@@ -132,3 +132,45 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
         raise ValueError(f"class {class_values[c]} has {counts[c]} sample(s); at least {min_per_class} "
                          "per class are needed")
     return Validated(feats, y.astype(np.int32), probs, num_classes, class_values)
+
+
+def validate_targets(features, targets) -> tuple[np.ndarray, np.ndarray]:
+    """Check the inputs of a regression or multi-label scoring call (LogME's regression form).
+
+    features [N, D] as for `validate_inputs`; targets [N] or [N, K] numbers (regression values,
+    multi-hot labels). A target column that is constant over all samples carries no information
+    and its evidence is unbounded (it is fitted exactly): it is left out with a warning.
+
+    Returns:
+      (features [N, D] float32/float64, targets [N, K'] of the features' dtype, constant columns dropped).
+
+    Raises:
+      ValueError: bad features (see `validate_inputs`), targets that are not numeric, not [N] or
+        [N, K] with the features' N, contain NaN/Inf, or are all constant.
+    """
+    import warnings
+
+    feats = _float_matrix("features", features)[0]
+    t = np.asarray(targets)
+    if t.dtype == object or not (np.issubdtype(t.dtype, np.number) or t.dtype == bool):
+        raise ValueError(f"targets must be a numeric array, got dtype {t.dtype}")
+    if t.ndim == 1:
+        t = t[:, None]
+    if t.ndim != 2 or t.shape[1] == 0:
+        raise ValueError(f"targets must be [N] or [N, K], got shape {np.shape(targets)}")
+    if t.shape[0] != feats.shape[0]:
+        raise ValueError(f"targets have {t.shape[0]} rows but the features have N = {feats.shape[0]}")
+    t = t.astype(feats.dtype)
+    bad = ~np.isfinite(t)
+    if bad.any():
+        kind = "NaN" if np.isnan(t).any() else "Inf"
+        raise ValueError(f"targets contain {kind} values ({int(bad.sum())} entries, first in row "
+                         f"{int(np.nonzero(bad)[0][0])})")
+    constant = np.all(t == t[:1], axis=0)
+    if constant.all():
+        raise ValueError(f"every target column is constant ({t.shape[1]} column(s)): nothing to score")
+    if constant.any():
+        warnings.warn(f"targets: column(s) {np.flatnonzero(constant).tolist()} are constant over all samples "
+                      "and are left out (their evidence is unbounded)", UserWarning, stacklevel=3)
+        t = t[:, ~constant]
+    return feats, t

@@ -88,5 +88,5 @@ def gbc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=No
     other scores (identical up to the signs of components, to which GBC is invariant).
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, equilibrate=False)
     return gbc_from_stats(fs, dims=dims, gaussian=gaussian)

@@ -7,19 +7,98 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
-from jscore.stats import FeatureStats, feature_stats, rank_mask
+from jscore._numerics import mm, safe_div
+from jscore.stats import FeatureStats, default_rcond, feature_stats, rank_mask
 
 
-def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None):
-    """H-score from the shared decomposition (see `hscore`)."""
-    if rcond is None:
-        kept = fs.kept
-    else:
-        kept = rank_mask(fs.evals, rcond)
-    # tr(Sigma_f^+ Sigma_b) = sum_c n_c sum_k (V^T (mu_c - mu))_k^2 / s_k over the kept directions.
-    inv = jnp.where(kept, 1 / jnp.where(kept, fs.evals, 1), 0)
-    return jnp.sum(fs.labels.counts[:, None] * fs.class_proj**2 * inv[None, :])
+def _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, steps: int):
+    """[C] the quadratic forms d_c^T S^+ d_c for the rows d_c of d [C, D], S = xs^T xs.
+
+    Start from the pseudo-inverse over the kept eigenpairs of the Gram, then run `steps`
+    conjugate-gradient steps on S x = d with S applied through the data (O(N D C) each),
+    preconditioned by the Gram's eigendecomposition with its eigenvalues floored at `floor` (so
+    directions the float32 Gram cannot resolve are still searched). Each iterate is scored in
+    the variational form 2 d^T x - |xs x|^2, which never exceeds d^T S^+ d and rises towards it
+    (error quadratic in that of x); the best iterate is kept, so a breakdown of the float32
+    recursion on exactly singular directions cannot spoil the result."""
+    inv = 1 / jnp.maximum(evals, floor)
+    inv_kept = jnp.where(kept, 1 / jnp.where(kept, evals, 1), 0)
+
+    def prec(r, w):
+        return mm(mm(r, evecs) * w[None, :], evecs.T)
+
+    def op(p):
+        return mm(mm(xs, p.T).T, xs) + ridge * p
+
+    def rowdot(a, b):
+        return jnp.sum(a * b, axis=1)
+
+    def value(x):
+        return 2 * rowdot(d, x) - jnp.sum(mm(xs, x.T) ** 2, axis=0) - ridge * rowdot(x, x)
+
+    x = prec(d, inv_kept)
+    r = d - op(x)
+    z = prec(r, inv)
+    rz = rowdot(r, z)
+
+    def body(_, state):
+        x, r, p, rz, best = state
+        q = op(p)
+        a = safe_div(rz, rowdot(p, q))
+        x = x + a[:, None] * p
+        r = r - a[:, None] * q
+        z = prec(r, inv)
+        rz_new = rowdot(r, z)
+        val = value(x)
+        best = jnp.where(val > best, val, best)  # NaN (non-finite input) stays in `best` below
+        return x, r, z + safe_div(rz_new, rz)[:, None] * p, rz_new, best
+
+    best0 = value(x)
+    best = lax.fori_loop(0, steps, body, (x, r, z, rz, best0))[4]
+    return best + 0 * best0  # NaN in, NaN out
+
+
+def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_steps: int = 32):
+    """H-score from the shared decomposition (see `hscore`).
+
+    Default (rcond None): H-score does not change when a column of the features is scaled, so it
+    is computed from the column-equilibrated decomposition (`fs.eq_*`). In the scatter path
+    (N > D) the solves x_c = S^+ d_c (d_c = mu_c - mu, equilibrated) are refined by
+    `refine_steps` conjugate-gradient steps against the data, preconditioned by the Gram's
+    eigendecomposition, and H is taken in the variational form
+    sum_c n_c (2 d_c^T x_c - |Xs x_c|^2), whose error is quadratic in that of x_c: the float32
+    Gram's round-off (about eps * its largest eigenvalue) then no longer limits the result.
+    With an explicit `rcond`, eigenvalues of the covariance below rcond * the largest are dropped
+    exactly (no refinement), from `fs.evals` when present.
+    """
+    counts = fs.labels.counts
+    if rcond is not None or fs.eq_evals is None:
+        if fs.evals is not None:
+            kept = fs.kept if rcond is None else rank_mask(fs.evals, rcond)
+            inv = jnp.where(kept, 1 / jnp.where(kept, fs.evals, 1), 0)
+            return jnp.sum(counts[:, None] * fs.class_proj**2 * inv[None, :])
+    kept = fs.eq_kept if rcond is None else rank_mask(fs.eq_evals, rcond)
+    onehot = fs.labels.onehot
+    if fs.is_gram or rcond is not None:
+        if fs.is_gram:
+            # H = sum_c |U_kept^T e_c|^2 / n_c: only the span of the kept directions matters.
+            proj = mm(onehot.T, fs.eq_evecs) * kept[None, :]
+            return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
+        xs = fs.xc / fs.col_scale[None, :]
+        d = safe_div(mm(onehot.T, xs), counts[:, None])
+        proj = mm(d, fs.eq_evecs)
+        inv = jnp.where(kept, 1 / jnp.where(kept, fs.eq_evals, 1), 0)
+        return jnp.sum(counts[:, None] * proj**2 * inv[None, :])
+    xs = fs.xc / fs.col_scale[None, :]
+    d = safe_div(mm(onehot.T, xs), counts[:, None])  # [C, D]
+    floor = jnp.min(jnp.where(kept, fs.eq_evals, jnp.max(fs.eq_evals)))
+    # What float32 data can resolve: singular values above 3 sqrt(max(N, D)) eps of the largest;
+    # below, the directions are the features' own rounding, and a ridge there keeps them out.
+    rc = default_rcond(*xs.shape, xs.dtype)
+    ridge = (rc / 3) ** 2 * jnp.max(fs.eq_evals)
+    return jnp.sum(counts * _pcg_quadratic(xs, d, fs.eq_evecs, fs.eq_evals, kept, floor, ridge, refine_steps))
 
 
 @partial(jax.jit, static_argnames=("num_classes", "rcond"))
@@ -52,5 +131,5 @@ def hscore(features, labels, *, num_classes: int, sample_mask=None, feature_mask
     C - 1 holds on ill-conditioned (e.g. ViT) features; C is `num_classes`, not max(label) + 1.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask, rcond=rcond)
-    return hscore_from_stats(fs)
+                       feature_mask=feature_mask, spectrum=rcond is not None, equilibrate=rcond is None)
+    return hscore_from_stats(fs, rcond=rcond)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jscore._numerics import mm
-from jscore.stats import FeatureStats, feature_stats
+from jscore.stats import FeatureStats, feature_stats, nan_if_nonfinite
 
 
 class _Spectrum(NamedTuple):
@@ -42,9 +42,26 @@ class _Target(NamedTuple):
     perp_sq: jax.Array
 
 
+def _scale(fs: FeatureStats):
+    return jnp.ones((), fs.xc.dtype) if fs.scale is None else fs.scale
+
+
+def _starts(fs: FeatureStats):
+    """[2] initial alphas in units of Xc / scale: 1 (scale-free) and 1 / scale^2, which is the
+    published start alpha = beta = 1 in the features' own units. LogME keeps the larger evidence,
+    so it is the published value wherever that start finds the maximum, and it does not depend on
+    a global scale of the features."""
+    s = _scale(fs)
+    return jnp.stack([jnp.ones_like(s), 1 / s**2])
+
+
 def _spectrum(fs: FeatureStats) -> _Spectrum:
-    lam = jnp.where(fs.kept, fs.evals, 0)
-    return _Spectrum(lam, fs.mean_proj, fs.mean_null_sq, fs.labels.n, fs.d_eff)
+    """In units of Xc / scale (a power of two): the maximised evidence does not change when F is
+    multiplied by a constant (alpha absorbs it), and the fixed point then starts from alpha = beta
+    = 1 on data of unit size, whatever the features' scale."""
+    s = _scale(fs)
+    lam = jnp.where(fs.kept, fs.evals, 0) / s**2
+    return _Spectrum(lam, fs.mean_proj / s, fs.mean_null_sq / s**2, fs.labels.n, fs.d_eff)
 
 
 def _targets(sp: _Spectrum, g, t, yy, perp_sq=None) -> _Target:
@@ -92,8 +109,24 @@ def _terms(sp: _Spectrum, tg: _Target, alpha, beta):
     return gamma, m_sq, residual, log_det
 
 
-def _evidence(sp: _Spectrum, tg: _Target, *, max_iters: int, tol: float):
-    """Maximised log evidence / n of one target, by MacKay's fixed point in lax.while_loop."""
+def _evidence(sp: _Spectrum, tg: _Target, *, max_iters: int, tol: float, alpha0=None):
+    """Maximised log evidence / n of one target, by MacKay's fixed point in lax.while_loop.
+
+    The evidence can have two stationary points (a fit, and w = 0 as alpha -> infinity); the
+    fixed point is run from `alpha0` (each, a [S] array of starts; beta = 1) and the largest
+    evidence is kept (default start alpha = beta = 1)."""
+    if alpha0 is not None and alpha0.ndim:
+        ev = jax.vmap(lambda a: _evidence_from(sp, tg, max_iters=max_iters, tol=tol, alpha0=a))(alpha0)
+        # A start that overflowed (far from the data's scale) gives way to the others; NaN only
+        # when every start did (non-finite input).
+        ok = jnp.isfinite(ev)
+        return jnp.where(ok.any(), jnp.max(jnp.where(ok, ev, -jnp.inf)), jnp.nan)
+    if alpha0 is not None:
+        return _evidence_from(sp, tg, max_iters=max_iters, tol=tol, alpha0=alpha0)
+    return _evidence_from(sp, tg, max_iters=max_iters, tol=tol, alpha0=jnp.ones((), sp.lam.dtype))
+
+
+def _evidence_from(sp: _Spectrum, tg: _Target, *, max_iters: int, tol: float, alpha0):
     dtype = sp.lam.dtype
     tiny = jnp.finfo(dtype).tiny
 
@@ -110,7 +143,7 @@ def _evidence(sp: _Spectrum, tg: _Target, *, max_iters: int, tol: float):
         return (it < max_iters) & (change >= tol)
 
     one = jnp.ones((), dtype)
-    alpha, beta, _, _ = lax.while_loop(running, step, (one, one, jnp.asarray(jnp.inf, dtype), 0))
+    alpha, beta, _, _ = lax.while_loop(running, step, (alpha0.astype(dtype), one, jnp.asarray(jnp.inf, dtype), 0))
     _, m_sq, residual, log_det = _terms(sp, tg, alpha, beta)
     evidence = (sp.d / 2 * jnp.log(alpha) + sp.n / 2 * jnp.log(beta) - log_det / 2
                 - beta / 2 * residual - alpha / 2 * m_sq - sp.n / 2 * jnp.log(2 * jnp.pi))
@@ -123,8 +156,9 @@ def logme_from_stats(fs: FeatureStats, *, max_iters: int = 100, tol: float = 1e-
     counts = fs.labels.counts
     # One-hot target of class c: Xc^T y = n_c (mu_c - mu), sum(y) = y^T y = n_c.
     perp = _perp_sq_gram(fs, fs.labels.onehot) if fs.is_gram else None
-    targets = _targets(sp, counts[:, None] * fs.class_proj, counts, counts, perp)
-    per_class = jax.vmap(lambda tg: _evidence(sp, tg, max_iters=max_iters, tol=tol))(targets)
+    targets = _targets(sp, counts[:, None] * fs.class_proj / _scale(fs), counts, counts, perp)
+    starts = _starts(fs)
+    per_class = jax.vmap(lambda tg: _evidence(sp, tg, max_iters=max_iters, tol=tol, alpha0=starts))(targets)
     present = counts > 0
     return jnp.sum(jnp.where(present, per_class, 0)) / jnp.sum(present)
 
@@ -164,7 +198,7 @@ def logme(features, labels, *, num_classes: int, sample_mask=None, feature_mask=
     model is solved exactly in that basis (see `_terms`).
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, equilibrate=False)
     return logme_from_stats(fs, max_iters=max_iters, tol=tol)
 
 
@@ -189,13 +223,16 @@ def logme_regression(features, targets, *, sample_mask=None, feature_mask=None,
     if targets.ndim != 2 or targets.shape[0] != jnp.shape(features)[0]:
         raise ValueError(f"targets must be [N, K] with N = {jnp.shape(features)[0]}, got {targets.shape}")
     labels = jnp.zeros((targets.shape[0],), jnp.int32)
-    fs = feature_stats(features, labels, num_classes=1, sample_mask=sample_mask, feature_mask=feature_mask)
+    fs = feature_stats(features, labels, num_classes=1, sample_mask=sample_mask, feature_mask=feature_mask,
+                       equilibrate=False)
+    targets, poison = nan_if_nonfinite(targets.astype(fs.xc.dtype), fs.labels.weights[:, None] > 0)
     sp = _spectrum(fs)
     y = targets.astype(fs.xc.dtype) * fs.labels.weights[:, None]
-    g = _project_rows(fs, mm(fs.xc.T, y).T)  # [K, r]
+    g = _project_rows(fs, mm(fs.xc.T, y).T) / _scale(fs)  # [K, r]
     perp = _perp_sq_gram(fs, y) if fs.is_gram else None
     tg = _targets(sp, g, y.sum(0), jnp.sum(y**2, axis=0), perp)
-    return jnp.mean(jax.vmap(lambda t: _evidence(sp, t, max_iters=max_iters, tol=tol))(tg))
+    starts = _starts(fs)
+    return jnp.mean(jax.vmap(lambda t: _evidence(sp, t, max_iters=max_iters, tol=tol, alpha0=starts))(tg)) + poison
 
 
 def _project_rows(fs: FeatureStats, vectors):

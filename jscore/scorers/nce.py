@@ -72,6 +72,9 @@ def nce(source_probs, labels, *, num_classes: int, sample_mask=None, source_mask
     """
     probs = _on_host(source_probs)
     if probs is not None and not isinstance(labels, jax.core.Tracer):
+        if not np.isfinite(probs).all():  # NaN in, NaN out (the argmax would hide it)
+            return jnp.asarray(np.nan, jnp.float64 if probs.dtype == np.float64 and jax.config.jax_enable_x64
+                               else jnp.float32)
         if source_mask is not None:
             probs = np.where(np.asarray(source_mask)[None, :] > 0, probs, -np.inf)
         top = np.argmax(probs, axis=1).astype(np.int32)

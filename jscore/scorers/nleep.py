@@ -214,7 +214,7 @@ def nleep_dims(evals, variance: float = 0.8, multiple: int = 8) -> int:
 _nleep_jit = jax.jit(nleep_from_stats, static_argnames=(
     "num_classes", "variance", "components_per_class", "max_iters", "tol", "reg_covar", "max_dims",
     "kmeans_iters"))
-_stats_jit = jax.jit(feature_stats, static_argnames=("num_classes", "rcond"))
+_stats_jit = jax.jit(partial(feature_stats, equilibrate=False), static_argnames=("num_classes", "rcond"))
 
 
 def nleep(features, labels, *, num_classes: int, key=None, sample_mask=None, feature_mask=None,

@@ -33,18 +33,23 @@ def ledoit_wolf_from_stats(fs: FeatureStats) -> Shrinkage:
     """
     n = fs.labels.n
     d = fs.d_eff
-    lam = fs.evals / n  # eigenvalues of Sigma (the computed ones; the rest are 0)
+    s2 = _scale_sq(fs)  # computed on Xc / scale (a power of two): |x_i|^4 would overflow at 1e10
+    lam = fs.evals / s2 / n  # eigenvalues of Sigma (the computed ones; the rest are 0)
     mu = jnp.sum(lam) / d
     # Computed pairs beyond the valid dimensions (padding) are zero and must not count.
     num_missing = d - lam.shape[0]
     delta = (jnp.sum((lam - mu) ** 2) + num_missing * mu**2) / d
-    sq_norms = jnp.sum(fs.xc**2, axis=1)
+    sq_norms = jnp.sum((fs.xc / jnp.sqrt(s2)) ** 2, axis=1)
     beta_ = jnp.sum(sq_norms**2)
     frob_sq = jnp.sum(lam**2)  # ||Sigma||_F^2
     beta = (beta_ / n - frob_sq) / (d * n)
     beta = jnp.minimum(beta, delta)
     alpha = jnp.where(beta == 0, 0.0, safe_div(beta, delta))
-    return Shrinkage(alpha.astype(lam.dtype), mu)
+    return Shrinkage(alpha.astype(lam.dtype), mu * s2)
+
+
+def _scale_sq(fs: FeatureStats):
+    return jnp.ones((), fs.xc.dtype) if fs.scale is None else fs.scale**2
 
 
 def reg_hscore_from_stats(fs: FeatureStats):
@@ -53,10 +58,11 @@ def reg_hscore_from_stats(fs: FeatureStats):
     alpha, mu = ledoit_wolf_from_stats(fs)
     # Sigma_LW shares Sigma's eigenvectors: eigenvalues (1 - a) s_k / n + a mu. The class-mean
     # deviations lie in the span of the data, so only the computed directions matter.
-    shrunk = (1 - alpha) * fs.evals / n + alpha * mu
+    s2 = _scale_sq(fs)  # in units of Xc / scale (exact): invariant, and no overflow
+    shrunk = (1 - alpha) * fs.evals / s2 / n + alpha * mu / s2
     ok = fs.kept | (alpha * mu > 0)
     inv = jnp.where(ok, 1 / jnp.where(ok, shrunk, 1), 0)
-    between = (fs.labels.counts / n)[:, None] * fs.class_proj**2
+    between = (fs.labels.counts / n)[:, None] * fs.class_proj**2 / s2
     return (1 - alpha) * jnp.sum(between * inv[None, :])
 
 
@@ -86,5 +92,5 @@ def reg_hscore(features, labels, *, num_classes: int, sample_mask=None, feature_
     np.cov (ddof 1), a constant factor n / (n - 1) that leaves rankings unchanged.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, equilibrate=False)
     return reg_hscore_from_stats(fs)

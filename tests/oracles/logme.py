@@ -76,6 +76,10 @@ def fit_alpha_beta(f, y, max_iters=100, tol=1e-5, basis=None):
     for _ in range(max_iters):
         mm, resid = svd.moments(alpha, beta)
         gamma = np.sum(beta * svd.sigma / (alpha + beta * svd.sigma))
+        if mm < 1e-300 or gamma < 1e-300:
+            # alpha -> infinity (the evidence is largest with w = 0): the iterate has reached the
+            # limit to float64 precision; the evidence at this alpha equals the limit's.
+            break
         alpha, beta = gamma / mm, (svd.n - gamma) / resid
         new_lam = alpha / beta
         done = abs(new_lam - lam) / lam < tol
