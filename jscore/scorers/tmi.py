@@ -45,7 +45,7 @@ def tmi_score(xc, ls: LabelStats, d_eff, *, k: int = 3, norm: str = "max", min_d
     """TMI from centred, masked features (see `tmi`)."""
     h, counted = tmi_entropies(xc, ls, d_eff, k=k, norm=norm, min_dist=min_dist)
     p = safe_div(ls.counts, ls.n)
-    return safe_div(jnp.sum(jnp.where(counted, p * h, 0)), jnp.sum(counted))
+    return safe_div(jnp.sum(jnp.where(counted, p * h, 0)), jnp.sum(counted).astype(h.dtype))
 
 
 def tmi_from_stats(fs: FeatureStats, *, k: int = 3, norm: str = "max", min_dist: float = 1.0):

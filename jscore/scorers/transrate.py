@@ -57,7 +57,7 @@ def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: 
     coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
     class_rates = 0.5 * class_scatters_logdet(fs.xc, ls, coef)
     if class_weights == "uniform":
-        weights = present / jnp.sum(present)
+        weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
     else:
         weights = safe_div(ls.counts, ls.n)
     return rate - jnp.sum(jnp.where(present, weights * class_rates, 0))
