@@ -300,3 +300,11 @@ def test_nan_features_rejected_for_the_new_scores():
     f[2, 1] = np.nan
     with pytest.raises(ValueError, match="(?i)nan"):
         jscore.score(f, y, scores=NAMES)
+
+
+def test_sequel_result_names_map_onto_the_registry():
+    # The TMLR sequel's transf_scores.csv writes parc_score and tmi_score.
+    from jscore.evaluate.results import KNOWN_SCORES, normalise_score_name
+
+    for published, ours in [("parc_score", "parc"), ("tmi_score", "tmi"), ("PARC", "parc")]:
+        assert normalise_score_name(published) == ours and ours in jscore.REGISTRY and ours in KNOWN_SCORES
