@@ -31,6 +31,14 @@ def _orth(y):
     return jnp.linalg.qr(y)[0]
 
 
+def _thin_svd(b):
+    """SVD of a short, wide b [s, m] through a QR of b^T: only an s x s SVD (LAPACK's SVD of the
+    wide matrix costs far more). Returns (u [s, s], sv [s], vt [s, m])."""
+    q, r = jnp.linalg.qr(b.T)
+    u, sv, wt = jnp.linalg.svd(r.T, full_matrices=False)
+    return u, sv, mm(q, wt.T).T
+
+
 def _flip_by_components(comp, z):
     """scikit-learn's svd_flip(u_based_decision=False): the largest |entry| of each component
     (row of comp [k, D]) is made positive; scores z [N, k] follow."""
@@ -55,13 +63,13 @@ def randomized_pca_scores(xc, k: int, n, d_eff):
     q = _orth(mm(xc, _gaussian(n_cols, s, xc.dtype)))
     q = _orth(mm(xc.T, q))
     q = _orth(mm(xc, q))
-    uhat, sv, vt = jnp.linalg.svd(mm(q.T, xc), full_matrices=False)
+    uhat, sv, vt = _thin_svd(mm(q.T, xc))
     comp_n, z_n = _flip_by_components(vt[:k], mm(q, uhat[:, :k]) * sv[:k])
     # Transposed: range of X^T (in R^D).
     q = _orth(mm(xc.T, _gaussian(n_rows, s, xc.dtype)))
     q = _orth(mm(xc, q))
     q = _orth(mm(xc.T, q))
-    uhat = jnp.linalg.svd(mm(q.T, xc.T), full_matrices=False)[0]
+    uhat = _thin_svd(mm(q.T, xc.T))[0]
     comp_t = mm(q, uhat[:, :k]).T
     comp_t, z_t = _flip_by_components(comp_t, mm(xc, comp_t.T))
     return jnp.where(n < d_eff, z_t, z_n)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jscore._numerics import mm, safe_div
 from jscore._pairwise import pad_rows
-from jscore.stats import FeatureStats, LabelStats, feature_stats
+from jscore.stats import FeatureStats, LabelStats, centred_features
 
 CLASS_WEIGHTS = ("uniform", "proportional")
 
@@ -46,16 +46,26 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256):
     return jax.lax.map(one_class, jnp.arange(n_classes))
 
 
+def _total_rate(xc, n, eps):
+    """R(Z) = 1/2 log det(I + Z^T Z / (n eps)) by a Cholesky factor of the smaller side."""
+    gram = mm(xc, xc.T) if xc.shape[0] <= xc.shape[1] else mm(xc.T, xc)
+    chol = jnp.linalg.cholesky(jnp.eye(gram.shape[0], dtype=xc.dtype) + gram / (n * eps))
+    return jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
 def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: str = "uniform"):
-    """TransRate from the shared decomposition (see `transrate`)."""
+    """TransRate from the shared decomposition (see `transrate`): R(Z) from its eigenvalues."""
+    # R(Z) = 1/2 log det(I + Z^T Z / (n eps)) = 1/2 sum_k log(1 + s_k / (n eps)).
+    rate = 0.5 * jnp.sum(jnp.log1p(fs.evals / (fs.labels.n * eps)))
+    return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights)
+
+
+def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights):
     if class_weights not in CLASS_WEIGHTS:
         raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}")
-    ls = fs.labels
-    # R(Z) = 1/2 log det(I + Z^T Z / (n eps)): the eigenvalues of the shared scatter.
-    rate = 0.5 * jnp.sum(jnp.log1p(fs.evals / (ls.n * eps)))
     present = ls.counts > 0
     coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
-    class_rates = 0.5 * class_scatters_logdet(fs.xc, ls, coef)
+    class_rates = 0.5 * class_scatters_logdet(xc, ls, coef)
     if class_weights == "uniform":
         weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
     else:
@@ -89,10 +99,11 @@ def transrate(features, labels, *, num_classes: int, sample_mask=None, feature_m
       >>> transrate(features, labels, num_classes=4)
 
     Differences from the published code: it divides by K = y.max() + 1 (absent classes count as
-    rate 0); here K is the number of present classes. R(Z) comes from the eigenvalues of the
-    shared scatter, R(Z_c) from a Cholesky factor instead of `slogdet` (LU).
+    rate 0); here K is the number of present classes. Log-determinants come from Cholesky factors
+    (of the smaller side for R(Z)) instead of `slogdet` (LU); `jscore.score` takes R(Z) from the
+    eigenvalues of the shared decomposition instead.
     """
-    fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
-    return transrate_from_stats(fs, eps=eps, class_weights=class_weights)
+    xc, ls, _ = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
+                                 feature_mask=feature_mask)
+    return _transrate(xc, ls, _total_rate(xc, ls.n, eps), eps=eps, class_weights=class_weights)
 
