@@ -79,7 +79,7 @@ def chebyshev_tile(xb, x, chunk: int = 16):
 
 
 def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclidean",
-                      margin: int = 2, block: int | None = None):
+                      margin: int = 2, block: int | None = None, chunk: int | None = None):
     """The k nearest other valid rows of every row, searched in row blocks.
 
     Args:
@@ -91,7 +91,9 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
       metric: "euclidean" (GEMM tiles) or "chebyshev" (max-norm).
       margin: extra candidates taken from the GEMM tile before the exact Euclidean recomputation
         re-sorts them (guards against cancellation reordering near-ties).
-      block: rows per block (default: `block_size`).
+      block: rows per block (default: `block_size`; 256 with groups).
+      chunk: with groups, columns per step of the same-group column range (default: a 4M-element
+        tile for the max norm, 1024 for Euclidean).
 
     Returns:
       (dist [N, k], idx [N, k]): distances (squared for "euclidean", plain for "chebyshev") in
@@ -104,6 +106,9 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
     if k < 1 or k > n - 1:
         raise ValueError(f"k = {k} neighbours need N > k rows, got N = {n}")
     m = min(k + (margin if metric == "euclidean" else 0), n - 1)
+    if groups is not None:
+        return _grouped_neighbors(x, k, m, weights=weights, groups=groups, metric=metric, block=block,
+                                  chunk=chunk)
     block = block or block_size(n, n)
     valid = weights > 0
     cols = jnp.arange(n, dtype=jnp.int32)
@@ -137,3 +142,76 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
 
     return row_blocks(one_block, n, block)
 
+
+
+def _tile(metric, xb, xc, xb_sq, xc_sq):
+    return sq_euclidean_tile(xb, xc, xb_sq, xc_sq) if metric == "euclidean" else chebyshev_tile(xb, xc)
+
+
+def _grouped_neighbors(x, k: int, m: int, *, weights, groups, metric: str, block: int | None,
+                       chunk: int | None):
+    """`nearest_neighbors` restricted to the row's group, visiting only same-group columns.
+
+    Rows are sorted by group once (invalid rows last); a block of consecutive sorted rows spans a
+    range of groups whose columns are contiguous, and only that column range is visited, in chunks
+    of `chunk` columns with a running top-m (a loop whose trip count is the range's length). The
+    work is about sum_g n_g^2 D instead of N^2 D.
+    """
+    n, d = x.shape
+    valid = weights > 0
+    key = jnp.where(valid, groups, jnp.iinfo(jnp.int32).max).astype(jnp.int32)
+    order = jnp.argsort(key, stable=True).astype(jnp.int32)
+    xs, gs, vs = x[order], key[order], valid[order]
+    lo = jnp.searchsorted(gs, gs, side="left").astype(jnp.int32)
+    hi = jnp.searchsorted(gs, gs, side="right").astype(jnp.int32)
+    block = block or min(256, -(-n // 8) * 8)
+    if chunk is None:
+        chunk = block_size(block, d, tile_elements=1 << 22) if metric == "chebyshev" else 1024
+    chunk = int(min(chunk, -(-n // 8) * 8))
+    xs_rows, gs_rows = pad_rows(xs, block), pad_rows(gs, block)
+    lo_rows, hi_rows = pad_rows(lo, block), pad_rows(hi, block)
+    xs_cols = pad_rows(jnp.concatenate([xs, jnp.zeros((chunk, d), x.dtype)]), 1)
+    gs_cols = jnp.concatenate([gs, jnp.full((chunk,), -1, gs.dtype)])
+    vs_cols = jnp.concatenate([vs, jnp.zeros((chunk,), bool)])
+    sq = jnp.sum(xs_cols * xs_cols, axis=1) if metric == "euclidean" else None
+    inf = jnp.asarray(jnp.inf, x.dtype)
+
+    def one_block(start):
+        xb = jax.lax.dynamic_slice_in_dim(xs_rows, start, block)
+        gb = jax.lax.dynamic_slice_in_dim(gs_rows, start, block)
+        rows = start + jnp.arange(block, dtype=jnp.int32)
+        last = jnp.minimum(start + block, n) - 1
+        col_lo = lo_rows[start]
+        col_hi = jnp.maximum(hi_rows[last], col_lo)
+        xb_sq = jnp.sum(xb * xb, axis=1) if metric == "euclidean" else None
+
+        def body(t, best):
+            c0 = col_lo + t * chunk
+            xc = jax.lax.dynamic_slice_in_dim(xs_cols, c0, chunk)
+            cols = c0 + jnp.arange(chunk, dtype=jnp.int32)
+            dist = _tile(metric, xb, xc, xb_sq,
+                         None if sq is None else jax.lax.dynamic_slice_in_dim(sq, c0, chunk))
+            ok = (jax.lax.dynamic_slice_in_dim(gs_cols, c0, chunk)[None, :] == gb[:, None])
+            ok &= jax.lax.dynamic_slice_in_dim(vs_cols, c0, chunk)[None, :] & (cols[None, :] != rows[:, None])
+            ok &= (cols < col_hi)[None, :]
+            dist = jnp.where(ok, dist, inf)
+            all_d = jnp.concatenate([best[0], dist], axis=1)
+            all_i = jnp.concatenate([best[1], jnp.broadcast_to(cols, dist.shape)], axis=1)
+            neg, pos = jax.lax.top_k(-all_d, m)
+            return -neg, jnp.take_along_axis(all_i, pos, axis=1)
+
+        init = (jnp.full((block, m), inf), jnp.full((block, m), n, jnp.int32))
+        trips = (col_hi - col_lo + chunk - 1) // chunk
+        dist, idx = jax.lax.fori_loop(0, trips, body, init)
+        found = jnp.isfinite(dist)
+        orig = jnp.where(found, order[jnp.minimum(idx, n - 1)], n)
+        if metric == "euclidean":  # exact distances of the candidates
+            diff = x[jnp.minimum(orig, n - 1)] - xb[:, None, :]
+            dist = jnp.where(found, jnp.sum(diff * diff, axis=-1), inf)
+        dist, orig = jax.lax.sort((dist, orig), dimension=1, num_keys=2)
+        return dist[:, :k], jnp.where(orig[:, :k] < n, orig[:, :k], -1)
+
+    dist_s, idx_s = row_blocks(one_block, n, block)
+    # Back from sorted to the original row order.
+    inverse = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    return dist_s[inverse], idx_s[inverse]
