@@ -41,6 +41,8 @@ from benchmarks import reference_scorers  # noqa: E402
 
 ALL_SCORES = ("hscore", "reg_hscore", "logme", "nleep", "gbc", "leep", "nce")
 CLOSED_FORM = tuple(s for s in ALL_SCORES if s != "nleep")
+PAIRWISE_SCORES = ("parc", "tmi", "transrate", "knn")  # issue 9 (blocked pairwise distances)
+BENCHMARKED = ALL_SCORES + PAIRWISE_SCORES
 HEADLINE = (10000, 2048, 8)
 FULL_GRID = tuple((n, d, c) for n in (1000, 10000, 50000) for d in (512, 2048) for c in (2, 8))
 NUM_SOURCE = 1000
@@ -173,6 +175,8 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
         groups["all seven"] = together(ALL_SCORES)
     if set(CLOSED_FORM) <= set(names):
         groups["six closed-form"] = together(CLOSED_FORM)
+    if set(names) - set(ALL_SCORES):
+        groups["all requested"] = together(tuple(names))
     return calls, groups
 
 
@@ -336,6 +340,15 @@ def report(record, log):
         flag = "  SLOWER than reference" if ours and ref and ours > ref else ""
         log(f"{name:<16}{_fmt(ours):>12}{_fmt(row.get('jscore_compile')):>13}{_fmt(ref):>15}{_ratio(ref, ours):>10}{flag}")
     record["reference_total"] = ref_total if ref_complete else None
+    for name in PAIRWISE_SCORES:
+        row = record["scores"].get(name)
+        if row is not None:
+            ours, ref = row.get("jscore"), row.get("reference")
+            flag = "  SLOWER than reference" if ours and ref and ours > ref else ""
+            log(f"{name:<16}{_fmt(ours):>12}{_fmt(row.get('jscore_compile')):>13}{_fmt(ref):>15}{_ratio(ref, ours):>10}{flag}")
+    requested = record["groups"].get("all requested")
+    if requested:
+        log(f"{'all requested':<16}{_fmt(requested.get('jscore')):>12}{_fmt(requested.get('jscore_compile')):>13}")
     seven = record["groups"].get("all seven", {})
     six = record["groups"].get("six closed-form", {})
     log(
@@ -420,7 +433,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=None, help="NxDxC,... (default: 10000x2048x8)")
     parser.add_argument("--full", action="store_true", help="the whole grid N in {1000,10000,50000}, D in {512,2048}, C in {2,8}")
-    parser.add_argument("--scores", default=",".join(ALL_SCORES), help="comma-separated subset of " + ",".join(ALL_SCORES))
+    parser.add_argument("--scores", default=",".join(ALL_SCORES), help="comma-separated subset of " + ",".join(BENCHMARKED))
     parser.add_argument("--repeats", type=int, default=5, help="warm calls per measurement (median)")
     parser.add_argument("--ref-repeats", type=int, default=None, help="calls per reference score (default: --repeats)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementations")
@@ -432,9 +445,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     names = [s.strip() for s in args.scores.split(",") if s.strip()]
-    unknown = sorted(set(names) - set(ALL_SCORES))
+    unknown = sorted(set(names) - set(BENCHMARKED))
     if unknown:
-        parser.error(f"unknown scores {unknown}; choose from {', '.join(ALL_SCORES)}")
+        parser.error(f"unknown scores {unknown}; choose from {', '.join(BENCHMARKED)}")
     if args.repeats < 1 or (args.ref_repeats is not None and args.ref_repeats < 1):
         parser.error("--repeats and --ref-repeats must be >= 1")
     sizes = list(FULL_GRID) if args.full else (args.sizes or [HEADLINE])

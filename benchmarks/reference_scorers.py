@@ -272,3 +272,86 @@ REFERENCES = {
     "leep": ("source", leep),
     "nce": ("source", nce),
 }
+
+
+# --- issue 9: the pairwise scores (written from the published algorithms) ------------------------
+#
+#     PARC          Bolya et al., NeurIPS 2021 (dbolya/parc): sklearn PCA(32, randomized,
+#                   random_state=1919, iterated_power=1), StandardScaler, 1 - np.corrcoef of the
+#                   feature rows and of the one-hot label rows (N x N, float64), the upper
+#                   triangles, scipy.stats.spearmanr x 100.
+#     TMI           Xu & Kang, ICCV 2023 (snudatalab/TMI): centred features, per class a cKDTree
+#                   queried for k + 1 = 4 neighbours in the max norm, distances floored at 1,
+#                   the Kozachenko-Leonenko entropy, mean over classes of p_c h_c.
+#     TransRate     Huang et al., ICML 2022: centred float64 features, slogdet of the D x D
+#                   I + Z^T Z / (n eps) for all rows and per class, eps = 1e-4, mean over classes.
+#     k-NN          the hold-one-out k-NN of the PARC code (Sorkhei et al., TMLR 2025):
+#                   sklearn pairwise_distances (N x N), argsort of every row, drop the first
+#                   column, scipy.stats.mode of the next k labels.
+
+
+def parc(features: np.ndarray, labels: np.ndarray, *, dims: int = 32) -> float:
+    """PARC x 100 with the published randomized PCA and dense N x N dissimilarities."""
+    import scipy.stats
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    n = features.shape[0]
+    reduced = PCA(n_components=min(dims, n), svd_solver="randomized", random_state=1919,
+                  iterated_power=1).fit_transform(features)
+    reduced = StandardScaler().fit_transform(reduced)
+    onehot = np.eye(int(labels.max()) + 1)[labels]
+    upper = np.triu_indices(n, 1)
+    rdm_features = (1 - np.corrcoef(reduced))[upper]
+    rdm_labels = (1 - np.corrcoef(onehot))[upper]
+    return float(scipy.stats.spearmanr(rdm_features, rdm_labels)[0] * 100)
+
+
+def tmi(features: np.ndarray, labels: np.ndarray, *, k: int = 3, min_dist: float = 1.0) -> float:
+    """TMI with a k-d tree per class in the max norm."""
+    from scipy.spatial import cKDTree
+    from scipy.special import digamma
+
+    x = features - features.mean(axis=0, keepdims=True)
+    num_classes = int(labels.max()) + 1
+    terms = []
+    for c in range(num_classes):
+        xc = x[labels == c]
+        n_c, d = xc.shape
+        dist = cKDTree(xc).query(xc, k + 1, p=np.inf)[0][:, -1]
+        dist = np.maximum(dist, min_dist)
+        h = -digamma(k) + digamma(n_c) + d / n_c * np.sum(np.log(2 * dist))
+        terms.append(h * n_c / len(labels))
+    return float(np.mean(terms))
+
+
+def transrate(features: np.ndarray, labels: np.ndarray, *, eps: float = 1e-4) -> float:
+    """TransRate with D x D log-determinants (float64)."""
+    def rate(z):
+        n, d = z.shape
+        return 0.5 * np.linalg.slogdet(np.eye(d) + z.T @ z / (n * eps))[1]
+
+    z = features.astype(np.float64)
+    z = z - z.mean(axis=0, keepdims=True)
+    num_classes = int(labels.max()) + 1
+    return float(rate(z) - sum(rate(z[labels == c]) for c in range(num_classes)) / num_classes)
+
+
+def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 1) -> float:
+    """Hold-one-out k-NN accuracy (fraction) from the full distance matrix."""
+    import scipy.stats
+    from sklearn.metrics import pairwise_distances
+
+    dist = pairwise_distances(features, metric="l2")
+    idx = np.argsort(dist, axis=-1)[:, 1:k + 1]
+    votes = labels[idx]
+    preds = scipy.stats.mode(votes, axis=1, keepdims=True)[0]
+    return float((preds[:, 0] == labels).mean())
+
+
+REFERENCES.update({
+    "parc": ("features", parc),
+    "tmi": ("features", tmi),
+    "transrate": ("features", transrate),
+    "knn": ("features", knn),
+})

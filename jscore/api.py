@@ -15,11 +15,15 @@ from jscore._numerics import float64_scope
 from jscore.scorers import REGISTRY
 from jscore.scorers.gbc import gbc_from_stats
 from jscore.scorers.hscore import hscore_from_stats
+from jscore.scorers.knn import knn_from_stats
 from jscore.scorers.leep import leep_from_onehot
 from jscore.scorers.logme import logme_from_stats
 from jscore.scorers.nce import nce_from_stats
 from jscore.scorers.nleep import nleep_dims, nleep_from_stats
+from jscore.scorers.parc import parc_from_stats
 from jscore.scorers.reg_hscore import reg_hscore_from_stats
+from jscore.scorers.tmi import tmi_from_stats
+from jscore.scorers.transrate import transrate_from_stats
 from jscore.stats import SourceStats, argmax_table, feature_stats, label_stats
 from jscore.validate import validate_inputs
 
@@ -28,6 +32,10 @@ _FROM_STATS = {
     "reg_hscore": reg_hscore_from_stats,
     "logme": logme_from_stats,
     "gbc": gbc_from_stats,
+    "parc": parc_from_stats,
+    "tmi": tmi_from_stats,
+    "transrate": transrate_from_stats,
+    "knn": knn_from_stats,
 }
 
 
@@ -78,11 +86,22 @@ def plan_scores(scores, options: Mapping, *, have_features: bool, have_source: b
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}: options are per score, e.g. gbc={{'dims': 32}}")
     hp = {n: hyperparams(n, options) for n in names}
-    return Plan(names, hp, max([REGISTRY[n].min_per_class for n in names] or [1]))
+    return Plan(names, hp, max([min_per_class(n, hp[n]) for n in names] or [1]))
+
+
+def min_per_class(name: str, hp: Mapping) -> int:
+    """Samples each present class needs for `name` with hyper-parameters `hp` (TMI's k-th
+    within-class neighbour needs k + 1)."""
+    if name == "tmi":
+        return max(REGISTRY[name].min_per_class, int(hp["k"]) + 1)
+    return REGISTRY[name].min_per_class
 
 
 def check_samples(plan: Plan, num_samples: int, num_classes: int) -> None:
-    """N-LEEP's mixture needs at least as many samples as components."""
+    """N-LEEP's mixture needs at least as many samples as components; k-NN needs N > k."""
+    if "knn" in plan.names and num_samples < plan.hp["knn"]["k"] + 1:
+        raise ValueError(f"knn with k = {plan.hp['knn']['k']} needs at least {plan.hp['knn']['k'] + 1} "
+                         f"samples, got {num_samples}")
     if "nleep" in plan.names:
         components = plan.hp["nleep"]["components_per_class"] * num_classes
         if num_samples < components:
@@ -190,7 +209,8 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
     counts and means) is done once and every requested score derives from it.
 
     Args:
-      features: [N, D] features (needed by hscore, reg_hscore, nleep, logme, gbc).
+      features: [N, D] features (needed by hscore, reg_hscore, nleep, logme, gbc, parc, tmi,
+        transrate, knn).
       labels: [N] integer labels. Without `num_classes`, labels are remapped to the index of their
         sorted unique values; with it they must lie in [0, num_classes).
       source_probs: [N, Cs] source-model probabilities (needed by leep, nce); or

@@ -251,3 +251,16 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
     top = jnp.argmax(jnp.where(smask[None, :] > 0, probs, -jnp.inf), axis=1)
     return SourceStats(mm(probs.T, ls.onehot) + poison, argmax_table(top, ls.onehot, n_src) + poison,
                        ls.n + poison)
+
+
+
+def centred_features(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None):
+    """(xc [N, D], LabelStats, d_eff): the masked, centred features of `feature_stats` without its
+    eigendecomposition, for scores that need only the centred features (k-NN, TMI, PARC).
+    Masked rows and columns are exact zeros; d_eff is the number of valid columns."""
+    x, dtype = _matrix_for_labels("features", features, labels)
+    ls = label_stats(labels, num_classes, sample_mask, dtype)
+    fmask = as_mask(feature_mask, x.shape[1], dtype)
+    x = x * fmask[None, :]
+    mean = safe_div(mm(ls.weights, x), ls.n)
+    return (x - mean[None, :]) * ls.weights[:, None], ls, fmask.sum()

@@ -30,6 +30,10 @@ SCORE_KIND = {
     "logme": "iterative",
     "logme_regression": "iterative",
     "gbc": "eig",
+    "parc": "eig",  # PCA (float32 eigenvectors / QR of the randomized range finder)
+    "tmi": "direct",
+    "transrate": "eig",  # log-determinants of D x D scatters (Cholesky, eigenvalues)
+    "knn": "direct",
 }
 
 

@@ -20,6 +20,10 @@ SCORE_TITLES = {
     "nleep": "N-LEEP",
     "logme": "LogME",
     "gbc": "GBC",
+    "parc": "PARC",
+    "tmi": "TMI",
+    "transrate": "TransRate",
+    "knn": "k-NN",
     "imagenet": "ImageNet acc.",
 }
 

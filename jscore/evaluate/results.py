@@ -5,7 +5,7 @@ The tidy format, one row per (dataset, model, score):
     dataset, model, score, value, <ground truth column(s)>[, classes][, seed][, n_test][, <truth>_se]
 
 - `score` uses the registry names (`hscore`, `reg_hscore`, `nce`, `leep`, `nleep`, `logme`,
-  `gbc`); a `_score` suffix, as in the published files, is stripped. Every score is
+  `gbc`, `parc`, `tmi`, `transrate`, `knn`, ...); a `_score` suffix, as in the published files, is stripped. Every score is
   higher-is-better.
 - Ground truth: any numeric column, e.g. `test_acc`; pick one with `truth=`. The ground truth
   of a (dataset, model) is repeated on each of its score rows and must agree between them.
@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 # Registry order first in tables and plots; other scores follow in order of appearance.
-KNOWN_SCORES = ("hscore", "reg_hscore", "nce", "leep", "nleep", "logme", "gbc")
+KNOWN_SCORES = ("hscore", "reg_hscore", "nce", "leep", "nleep", "logme", "gbc", "parc", "tmi", "transrate", "knn")
 TRUTH_CANDIDATES = ("test_acc", "test_score", "balanced_accuracy", "accuracy", "test_accuracy", "val_acc")
 _RESERVED = {"dataset", "model", "score", "value", "classes", "num_classes", "seed", "n_test"}
 

@@ -12,11 +12,15 @@ from typing import Callable, NamedTuple, Optional, Tuple
 
 from jscore.scorers.gbc import gbc, gbc_from_stats
 from jscore.scorers.hscore import hscore, hscore_from_stats
+from jscore.scorers.knn import knn, knn_from_stats
 from jscore.scorers.leep import leep
 from jscore.scorers.logme import logme, logme_from_stats, logme_regression
 from jscore.scorers.nce import nce, nce_from_stats
 from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors, nleep, nleep_from_stats
+from jscore.scorers.parc import parc, parc_from_stats
 from jscore.scorers.reg_hscore import reg_hscore, reg_hscore_from_stats
+from jscore.scorers.tmi import tmi, tmi_from_stats
+from jscore.scorers.transrate import transrate, transrate_from_stats
 from jscore.validate import validate_inputs
 
 
@@ -63,6 +67,19 @@ REGISTRY = {
     "gbc": ScoreSpec("gbc", gbc, "features", (None, 0.0),
                      "Pandy et al., Transferability Estimation using Bhattacharyya Class "
                      "Separability, CVPR 2022", {"dims": 64, "gaussian": "spherical"}, 2),
+    "parc": ScoreSpec("parc", parc, "features", (-100.0, 100.0),
+                      "Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, "
+                      "NeurIPS 2021", {"dims": 32, "pca": "randomized", "method": "auto", "bins": 1 << 20}, 2),
+    "tmi": ScoreSpec("tmi", tmi, "features", (None, None),
+                     "Xu & Kang, Fast and Accurate Transferability Measurement by Evaluating Intra-class "
+                     "Feature Variance, ICCV 2023", {"k": 3, "norm": "max", "min_dist": 1.0}, 4),
+    "transrate": ScoreSpec("transrate", transrate, "features", (None, None),
+                           "Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022",
+                           {"eps": 1e-4, "class_weights": "uniform"}, 1),
+    "knn": ScoreSpec("knn", knn, "features", (0.0, 1.0),
+                     "Sorkhei et al., k-NN as a Simple and Effective Estimator of Transferability, "
+                     "TMLR 2025 (the hold-one-out k-NN of Bolya et al.'s PARC code)",
+                     {"k": 1, "loo": "published"}, 1),
 }
 
 SCORE_NAMES = tuple(REGISTRY)
@@ -72,4 +89,6 @@ __all__ = [
     "hscore", "reg_hscore", "nce", "leep", "nleep", "logme", "logme_regression", "gbc",
     "hscore_from_stats", "reg_hscore_from_stats", "nce_from_stats", "nleep_from_stats",
     "logme_from_stats", "gbc_from_stats", "fit_gmm", "gmm_log_posteriors",
+    "parc", "tmi", "transrate", "knn", "parc_from_stats", "tmi_from_stats", "transrate_from_stats",
+    "knn_from_stats",
 ]
