@@ -253,7 +253,6 @@ def source_stats(source_probs, labels, *, num_classes: int, sample_mask=None, so
                        ls.n + poison)
 
 
-
 def centred_features(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None):
     """(xc [N, D], LabelStats, d_eff): the masked, centred features of `feature_stats` without its
     eigendecomposition, for scores that need only the centred features (k-NN, TMI, PARC).
