@@ -42,7 +42,9 @@ def run(args) -> int:
         raise ValueError("--backbones names no backbone")
     backbones = [{"name": n} if args.num_source_classes is None else {"name": n, "num_source_classes": args.num_source_classes}
                  for n in names]
-    raw = {"name": "rank", "out": os.path.abspath(args.cache), "datasets": [{"name": "data", "data": args.data}],
+    target = args.data.split(":", 1)[1] if args.data.split(":", 1)[0] in ("npz", "csv", "folder", "tfds") else args.data
+    data_name = os.path.splitext(os.path.basename(target.rstrip("/")))[0] or "data"
+    raw = {"name": "rank", "out": os.path.abspath(args.cache), "datasets": [{"name": data_name, "data": args.data}],
            "backbones": backbones, "scores": args.scores, "score_split": args.split, "seed": args.seed,
            "ground_truth": {"recipe": "none"}}
     if args.image_size is not None:

@@ -230,6 +230,8 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
         name=str(raw.get("name", os.path.splitext(os.path.basename(source))[0] or "study")), source=source,
     )
     check_scores(cfg)
+    if gt.recipe != "none" and len(backbones) < 2:
+        raise _err(where, "a study with ground truth ranks backbones: give at least two")
     if cfg.bootstrap < 1 or cfg.batch_size < 1:
         raise _err(where, "bootstrap and batch_size must be >= 1")
     return cfg

@@ -105,8 +105,12 @@ def run_score(ctx: Context, unit: Unit) -> dict:
 
     a = unit.args
     f = load_features(ctx.features_path(a["features"]))
-    names = [n for n in a["scores"]]
     source = f.get("source_probs")
+    names = list(a["scores"])
+    if source is None and "all" in ctx.cfg.scores:  # a head known only once read (e.g. hf: ids)
+        from jscore.scorers import REGISTRY
+
+        names = [n for n in names if REGISTRY[n].needs != "source"]
     values = score(f["features"], f["labels"], source_probs=source, scores=names, num_classes=f["num_classes"],
                    seed=ctx.cfg.seed, **ctx.cfg.score_options)
     return {"scores": values, "num_examples": int(len(f["labels"])), "num_classes": int(f["num_classes"])}
@@ -193,8 +197,9 @@ def _bar(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=f"{desc:<8}", unit="unit", dynamic_ncols=True, file=sys.stderr)
 
 
-def _wait_for(plan: Plan, units, timeout_s: float, poll_s: float = 0.2) -> None:
-    """Block until every unit has a current record (another process's), or one has failed."""
+def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float = 0.2) -> None:
+    """Block until every unit has a current record (another process's), or one has failed
+    (a `.failed` file written after `since`: older ones are left from earlier runs)."""
     t0 = time.time()
     while True:
         left = [u for u in units if not plan.is_done(u)]
@@ -202,7 +207,7 @@ def _wait_for(plan: Plan, units, timeout_s: float, poll_s: float = 0.2) -> None:
             return
         for u in left:
             failed = plan.record_path(u) + ".failed"
-            if os.path.isfile(failed):
+            if os.path.isfile(failed) and os.path.getmtime(failed) >= since:
                 with open(failed) as fh:
                     raise RuntimeError(f"unit {u.id} failed in another process: {fh.read().strip()}")
         if time.time() - t0 > timeout_s:
@@ -223,6 +228,7 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     pid, count = jax.process_index(), jax.process_count()
     ctx = Context(plan)
     ran = {}
+    started = time.time() - 1.0
     for stage in stages:
         units = plan.units.get(stage, [])
         if not units:
@@ -257,5 +263,5 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
         if bar is not None:
             bar.close()
         if count > 1:
-            _wait_for(plan, units, wait_timeout_s)
+            _wait_for(plan, units, wait_timeout_s, started)
     return ran

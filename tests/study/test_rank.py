@@ -25,7 +25,7 @@ def test_rank_json_csv_and_cache(tmp_path, capsys):
     from jscore.features import load_features
 
     feats = {r["model"]: load_features(os.path.join(cache, p)) for r in rows
-             for p in [json.load(open(os.path.join(cache, "records", "extract", f"extract__data__{r['model']}__train.json")))["result"]["path"]]}
+             for p in [json.load(open(os.path.join(cache, "records", "extract", f"extract__toy__{r['model']}__train.json")))["result"]["path"]]}
     for r in rows:
         f = feats[r["model"]]
         assert r["scores"] == pytest.approx(jscore.score(f["features"], f["labels"], num_classes=2), rel=1e-6)

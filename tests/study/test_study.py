@@ -1,7 +1,6 @@
 """`jscore study` end to end on a tiny study: records, resume after a kill, config edits,
 bad configs, --dry-run, and the report."""
 
-import json
 import os
 import signal
 import subprocess
@@ -173,3 +172,23 @@ def test_interrupted_study_resumes(tiny, tmp_path):
         if k[0] != "evaluate":
             assert h.comparable(got[k]) == h.comparable(ref[k]), k
     assert got[("evaluate", "evaluate")]["result"]["summary"] == ref[("evaluate", "evaluate")]["result"]["summary"]
+
+
+def test_demo_config_plans_from_the_package(tmp_path, capsys):
+    """The demo's config and its embedded BreastMNIST ship inside the package."""
+    assert main(["study", "--demo", "--dry-run", "--out", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "study 'demo': 1 dataset(s) x 5 backbone(s)" in text and "linear probe" in text
+    from jscore.commands.study import DEMO_CONFIG
+    from jscore.data import open_dataset
+
+    spec = "npz:" + os.path.join(os.path.dirname(DEMO_CONFIG), "breastmnist.npz")
+    assert [len(open_dataset(spec, s)) for s in ("train", "val", "test")] == [546, 78, 156]
+    assert not os.path.exists(str(tmp_path / "demo"))
+
+
+def test_one_backbone_cannot_be_ranked(tmp_path, capsys):
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    cfg = h.write_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), backbones=["resnet8"])
+    assert main(["study", cfg]) == 2
+    assert "give at least two" in capsys.readouterr().err
