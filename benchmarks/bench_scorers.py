@@ -44,6 +44,10 @@ CLOSED_FORM = tuple(s for s in ALL_SCORES if s != "nleep")
 HEADLINE = (10000, 2048, 8)
 FULL_GRID = tuple((n, d, c) for n in (1000, 10000, 50000) for d in (512, 2048) for c in (2, 8))
 NUM_SOURCE = 1000
+# Issue 9 (second half), timed beside the seven; "ncti" times NCTI's three terms in one call.
+NEW_SCORES_B = ("sfda", "pactran", "pac_dirichlet", "pac_gamma", "etran_energy", "etran_lda", "ncti")
+SOURCE_SCORES = ("leep", "nce", "pac_dirichlet", "pac_gamma")
+KNOWN_SCORES = ALL_SCORES + NEW_SCORES_B
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,9 +161,11 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
     key = jax.random.PRNGKey(0)  # what jscore.score uses for seed=0
     calls = {}
     for name in names:
-        fn = getattr(scorers, name)
-        if name in ("leep", "nce"):
+        fn = getattr(scorers, "ncti_terms" if name == "ncti" else name)
+        if name in SOURCE_SCORES:
             calls[name] = lambda fn=fn: fn(p, y, num_classes=c)
+        elif name == "ncti":  # all three terms are computed; the value shown is the ncc term
+            calls[name] = lambda fn=fn: fn(f, y, num_classes=c)[1]
         elif name == "nleep":
             calls[name] = lambda fn=fn: fn(f, y, num_classes=c, key=key)
         else:
@@ -173,6 +179,8 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
         groups["all seven"] = together(ALL_SCORES)
     if set(CLOSED_FORM) <= set(names):
         groups["six closed-form"] = together(CLOSED_FORM)
+    if set(KNOWN_SCORES) <= set(names):
+        groups["seven + new (b)"] = together(KNOWN_SCORES)
     return calls, groups
 
 
@@ -198,7 +206,7 @@ def breakdown_calls(jscore, features, labels, probs, c, names):
     if any(name not in ("leep", "nce") for name in names):
         calls["shared stats"] = lambda: api._shared(v.features, v.labels, num_classes=c)
     for name in names:
-        if name in ("leep", "nce"):
+        if name in ("leep", "nce") or name not in ALL_SCORES:
             continue
         hp = api.hyperparams(name, {})
         if name == "nleep":
@@ -336,6 +344,16 @@ def report(record, log):
         flag = "  SLOWER than reference" if ours and ref and ours > ref else ""
         log(f"{name:<16}{_fmt(ours):>12}{_fmt(row.get('jscore_compile')):>13}{_fmt(ref):>15}{_ratio(ref, ours):>10}{flag}")
     record["reference_total"] = ref_total if ref_complete else None
+    for name in NEW_SCORES_B:
+        row = record["scores"].get(name)
+        if row is not None:
+            ours, ref = row.get("jscore"), row.get("reference")
+            flag = "  SLOWER than reference" if ours and ref and ours > ref else ""
+            log(f"{name:<16}{_fmt(ours):>12}{_fmt(row.get('jscore_compile')):>13}{_fmt(ref):>15}"
+                f"{_ratio(ref, ours):>10}{flag}")
+    both = record["groups"].get("seven + new (b)", {})
+    if both:
+        log(f"{'seven + new (b)':<16}{_fmt(both.get('jscore')):>12}{_fmt(both.get('jscore_compile')):>13}")
     seven = record["groups"].get("all seven", {})
     six = record["groups"].get("six closed-form", {})
     log(
@@ -356,6 +374,8 @@ def report(record, log):
         ratio = six["jscore"] / fl["gram+eigh jax"]
         record["six_over_floor"] = ratio
         log(f"six closed-form / (gram + eigh) = {ratio:.2f}   (target <= 1.5 at N=10000 D=2048 C=8)")
+    if seven.get("jscore") and both.get("jscore"):
+        log(f"seven + new (b) / all seven = {both['jscore'] / seven['jscore']:.2f}")
     if seven.get("jscore"):
         msg = f"all seven: {seven['jscore']:.2f} s (target <= 4 s at N=10000 D=2048 C=8)"
         if record.get("reference_total"):
@@ -420,7 +440,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=None, help="NxDxC,... (default: 10000x2048x8)")
     parser.add_argument("--full", action="store_true", help="the whole grid N in {1000,10000,50000}, D in {512,2048}, C in {2,8}")
-    parser.add_argument("--scores", default=",".join(ALL_SCORES), help="comma-separated subset of " + ",".join(ALL_SCORES))
+    parser.add_argument("--scores", default=",".join(KNOWN_SCORES), help="comma-separated subset of " + ",".join(KNOWN_SCORES))
     parser.add_argument("--repeats", type=int, default=5, help="warm calls per measurement (median)")
     parser.add_argument("--ref-repeats", type=int, default=None, help="calls per reference score (default: --repeats)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementations")
@@ -432,9 +452,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     names = [s.strip() for s in args.scores.split(",") if s.strip()]
-    unknown = sorted(set(names) - set(ALL_SCORES))
+    unknown = sorted(set(names) - set(KNOWN_SCORES))
     if unknown:
-        parser.error(f"unknown scores {unknown}; choose from {', '.join(ALL_SCORES)}")
+        parser.error(f"unknown scores {unknown}; choose from {', '.join(KNOWN_SCORES)}")
     if args.repeats < 1 or (args.ref_repeats is not None and args.ref_repeats < 1):
         parser.error("--repeats and --ref-repeats must be >= 1")
     sizes = list(FULL_GRID) if args.full else (args.sizes or [HEADLINE])

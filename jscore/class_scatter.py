@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jscore._numerics import eigh_descending, mm, safe_div
-from jscore.stats import FeatureStats, LabelStats
+from jscore.stats import FeatureStats, LabelStats, default_rcond
 
 
 def kept_pc_scores(fs: FeatureStats, k: int | None = None):
@@ -89,6 +89,11 @@ def shrunk_lda_logits(z, ls: LabelStats, means, within, shrinkage, num_dims):
     sw = within / n
     mu = jnp.trace(sw) / num_dims
     evals, evecs = eigh_descending(sw)
+    # Round-off floor: eigenvalues of Sw below rcond * the largest are not resolved in this dtype
+    # (float32: ~4e-5 at N = 10000); with the adaptive shrinkage down to 1e-10 they would get
+    # weights up to 1e10. They are raised to the floor (float64's floor, ~1e-13, changes nothing).
+    floor = default_rcond(z.shape[0], z.shape[1], z.dtype) * evals[0]
+    evals = jnp.where(jnp.arange(evals.shape[0]) < jnp.sum(evals > 0), jnp.maximum(evals, floor), evals)
     inv = 1 / ((1 - shrinkage) * evals + shrinkage * mu)
     g = mm(evecs * inv[None, :], mm(evecs.T, means.T))  # [k, C] Sigma^{-1} m_c
     present = ls.counts > 0
