@@ -160,3 +160,13 @@ def test_sfda_perfect_separation_scores_near_one_and_noise_near_chance():
     noise = rng.normal(size=(300, 10)).astype(np.float32)
     assert float(jscore.REGISTRY["sfda"].fn(far, y, num_classes=3)) > 0.99
     assert float(jscore.REGISTRY["sfda"].fn(noise, y, num_classes=3)) < 0.5
+
+
+def test_tmlr_sequel_names_map_onto_the_registry():
+    # The sequel's transf_scores.csv names (transf_metric column) lose their "_score" suffix.
+    from jscore.evaluate.results import normalise_score_name
+
+    for published, ours in [("ncti_score", "ncti"), ("etran_energy_score", "etran_energy"),
+                            ("pactran_score", "pactran"), ("sfda_score", "sfda")]:
+        assert normalise_score_name(published) == ours
+        assert ours in jscore.REGISTRY
