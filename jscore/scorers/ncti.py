@@ -110,7 +110,7 @@ def ncti_terms(features, labels, *, num_classes: int, sample_mask=None, feature_
     PCA variances, ddof 1) fit scikit-learn's linear discriminant analysis: solver "eigen" with
     shrinkage s (Sw = (1 - s) W/n + s tr(W/n)/k I, Sb = the same shrinkage of the total covariance
     minus Sw) while s > 1e-10, else solver "svd" (Sw = W / (n - C), no shrinkage, rank tolerance
-    1e-4; Sb = sum_c n_c/(C - 1) m_c m_c^T; scikit-learn >= 1.6 divides W by n instead, option
+    1e-4; Sb = sum_c n_c/(C - 1) m_c m_c^T; recent scikit-learn (1.9) divides W by n instead, option
     svd_divisor="n"). Then
       seli = ||Z E||_*, the nuclear norm of the features projected on the top C - 1 discriminant
              directions E (E^T Sw E = I): the simplex-encoded-label-interpolation geometry;
