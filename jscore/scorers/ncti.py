@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscore._numerics import eigh_descending, mm, safe_div
+from jscore._numerics import eigh_descending, mm
 from jscore.class_scatter import class_means, kept_pc_scores, scatter, true_class_mean, within_deviations
 from jscore.scorers.etran import min_max
 from jscore.stats import FeatureStats, feature_stats

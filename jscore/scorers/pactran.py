@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
 from jscore._lbfgs import minimize_lbfgs
-from jscore._numerics import as_mask, mm, safe_div
+from jscore._numerics import as_mask, mm
 from jscore.scorers.etran import raw_features
 from jscore.stats import FeatureStats, feature_stats, label_stats
 
