@@ -42,10 +42,13 @@ from benchmarks import reference_scorers  # noqa: E402
 ALL_SCORES = ("hscore", "reg_hscore", "logme", "nleep", "gbc", "leep", "nce")
 CLOSED_FORM = tuple(s for s in ALL_SCORES if s != "nleep")
 PAIRWISE_SCORES = ("parc", "tmi", "transrate", "knn")  # issue 9 (blocked pairwise distances)
-BENCHMARKED = ALL_SCORES + PAIRWISE_SCORES
 HEADLINE = (10000, 2048, 8)
 FULL_GRID = tuple((n, d, c) for n in (1000, 10000, 50000) for d in (512, 2048) for c in (2, 8))
 NUM_SOURCE = 1000
+# Issue 9 (second half), timed beside the seven; "ncti" times NCTI's three terms in one call.
+NEW_SCORES_B = ("sfda", "pactran", "pac_dirichlet", "pac_gamma", "etran_energy", "etran_lda", "ncti")
+SOURCE_SCORES = ("leep", "nce", "pac_dirichlet", "pac_gamma")
+BENCHMARKED = ALL_SCORES + PAIRWISE_SCORES + NEW_SCORES_B
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,9 +162,11 @@ def engine_calls(jscore, scorers, features, labels, probs, c, names):
     key = jax.random.PRNGKey(0)  # what jscore.score uses for seed=0
     calls = {}
     for name in names:
-        fn = getattr(scorers, name)
-        if name in ("leep", "nce"):
+        fn = getattr(scorers, "ncti_terms" if name == "ncti" else name)
+        if name in SOURCE_SCORES:
             calls[name] = lambda fn=fn: fn(p, y, num_classes=c)
+        elif name == "ncti":  # all three terms are computed; the value shown is the ncc term
+            calls[name] = lambda fn=fn: fn(f, y, num_classes=c)[1]
         elif name == "nleep":
             calls[name] = lambda fn=fn: fn(f, y, num_classes=c, key=key)
         else:
@@ -202,7 +207,7 @@ def breakdown_calls(jscore, features, labels, probs, c, names):
     if any(name not in ("leep", "nce") for name in names):
         calls["shared stats"] = lambda: api._shared(v.features, v.labels, num_classes=c)
     for name in names:
-        if name in ("leep", "nce"):
+        if name in ("leep", "nce") or name not in ALL_SCORES:
             continue
         hp = api.hyperparams(name, {})
         if name == "nleep":
@@ -340,7 +345,7 @@ def report(record, log):
         flag = "  SLOWER than reference" if ours and ref and ours > ref else ""
         log(f"{name:<16}{_fmt(ours):>12}{_fmt(row.get('jscore_compile')):>13}{_fmt(ref):>15}{_ratio(ref, ours):>10}{flag}")
     record["reference_total"] = ref_total if ref_complete else None
-    for name in PAIRWISE_SCORES:
+    for name in PAIRWISE_SCORES + NEW_SCORES_B:
         row = record["scores"].get(name)
         if row is not None:
             ours, ref = row.get("jscore"), row.get("reference")
@@ -369,6 +374,8 @@ def report(record, log):
         ratio = six["jscore"] / fl["gram+eigh jax"]
         record["six_over_floor"] = ratio
         log(f"six closed-form / (gram + eigh) = {ratio:.2f}   (target <= 1.5 at N=10000 D=2048 C=8)")
+    if seven.get("jscore") and both.get("jscore"):
+        log(f"seven + new (b) / all seven = {both['jscore'] / seven['jscore']:.2f}")
     if seven.get("jscore"):
         msg = f"all seven: {seven['jscore']:.2f} s (target <= 4 s at N=10000 D=2048 C=8)"
         if record.get("reference_total"):

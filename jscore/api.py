@@ -13,15 +13,19 @@ import numpy as np
 
 from jscore._numerics import float64_scope
 from jscore.scorers import REGISTRY
+from jscore.scorers.etran import etran_energy_from_stats, etran_lda_from_stats
 from jscore.scorers.gbc import gbc_from_stats
 from jscore.scorers.hscore import hscore_from_stats
 from jscore.scorers.knn import knn_from_stats
 from jscore.scorers.leep import leep_from_onehot
 from jscore.scorers.logme import logme_from_stats
 from jscore.scorers.nce import nce_from_stats
+from jscore.scorers.ncti import ncti_terms_from_stats
 from jscore.scorers.nleep import nleep_dims, nleep_from_stats
+from jscore.scorers.pactran import pactran_from_stats
 from jscore.scorers.parc import parc_from_stats
 from jscore.scorers.reg_hscore import reg_hscore_from_stats
+from jscore.scorers.sfda import sfda_from_stats
 from jscore.scorers.tmi import tmi_from_stats
 from jscore.scorers.transrate import transrate_from_stats
 from jscore.stats import SourceStats, argmax_table, feature_stats, label_stats
@@ -39,17 +43,27 @@ _FROM_STATS = {
 }
 
 
-def resolve_scores(scores: Union[str, Iterable[str]], *, have_features: bool, have_source: bool):
-    """The requested score names in registry order; "all" means every score whose inputs exist."""
+def resolve_scores(scores: Union[str, Iterable[str]], *, have_features: bool, have_source: bool,
+                   zoo: bool = False):
+    """The requested score names in registry order; "all" means every score whose inputs exist.
+
+    Scores defined relative to a set of models (`REGISTRY[name].relative`: ETran's and NCTI's
+    min-max combinations) are kept only for `score_zoo` (zoo=True); for `score` they resolve to
+    their per-model components (and "all" leaves them out).
+    """
+    def usable(spec):
+        return (spec.needs == "features" and have_features) or (spec.needs == "source" and have_source)
+
     if isinstance(scores, str):
         if scores == "all":
-            return tuple(n for n, s in REGISTRY.items()
-                         if (s.needs == "features" and have_features) or (s.needs == "source" and have_source))
+            return tuple(n for n, s in REGISTRY.items() if usable(s) and (zoo or not s.relative))
         scores = [s.strip() for s in scores.split(",") if s.strip()]
     names = list(scores)
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown score(s) {unknown}; known: {sorted(REGISTRY)}")
+    if not zoo:
+        names = [c for n in names for c in (REGISTRY[n].components if REGISTRY[n].relative else (n,))]
     for n in names:
         need = REGISTRY[n].needs
         if need == "features" and not have_features:
@@ -71,22 +85,31 @@ def hyperparams(name: str, options: Mapping) -> dict:
 
 
 class Plan(NamedTuple):
-    """What a scoring call will compute: names (registry order), hp {name: hyper-parameters},
-    min_per_class (the most any requested score needs)."""
+    """What a scoring call will compute: names (per-model scores, registry order), hp {name:
+    hyper-parameters}, min_per_class (the most any requested score needs), combos (scores relative
+    to the set of models, computed by `score_zoo` from their components in `names`)."""
 
     names: tuple
     hp: dict
     min_per_class: int
+    combos: tuple = ()
 
 
-def plan_scores(scores, options: Mapping, *, have_features: bool, have_source: bool) -> Plan:
+def plan_scores(scores, options: Mapping, *, have_features: bool, have_source: bool, zoo: bool = False) -> Plan:
     """Resolve the requested scores and check their options (shared by `score` and `score_zoo`)."""
-    names = resolve_scores(scores, have_features=have_features, have_source=have_source)
+    requested = resolve_scores(scores, have_features=have_features, have_source=have_source, zoo=zoo)
+    combos = tuple(n for n in requested if REGISTRY[n].relative)
+    wanted = set(requested) | {c for n in combos for c in REGISTRY[n].components}
+    names = tuple(n for n in REGISTRY if n in wanted and not REGISTRY[n].relative)
     unknown = set(options) - set(REGISTRY)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)}: options are per score, e.g. gbc={{'dims': 32}}")
+    relative_options = [n for n in options if REGISTRY[n].relative and options[n]]
+    if relative_options:
+        raise ValueError(f"{relative_options} take no options: pass them to their components "
+                         f"{[REGISTRY[n].components for n in relative_options]}")
     hp = {n: hyperparams(n, options) for n in names}
-    return Plan(names, hp, max([min_per_class(n, hp[n]) for n in names] or [1]))
+    return Plan(names, hp, max([min_per_class(n, hp[n]) for n in names] or [1]), combos)
 
 
 def min_per_class(name: str, hp: Mapping) -> int:
@@ -98,10 +121,16 @@ def min_per_class(name: str, hp: Mapping) -> int:
 
 
 def check_samples(plan: Plan, num_samples: int, num_classes: int) -> None:
-    """N-LEEP's mixture needs at least as many samples as components; k-NN needs N > k."""
+    """N-LEEP's mixture needs at least as many samples as components; k-NN needs N > k; NCTI's
+    PCA more samples than dimensions."""
     if "knn" in plan.names and num_samples < plan.hp["knn"]["k"] + 1:
         raise ValueError(f"knn with k = {plan.hp['knn']['k']} needs at least {plan.hp['knn']['k'] + 1} "
                          f"samples, got {num_samples}")
+    for name in ("ncti_seli", "ncti_ncc", "ncti_vc"):
+        if name in plan.names and num_samples <= plan.hp[name]["dims"]:
+            raise ValueError(f"{name} projects on {plan.hp[name]['dims']} principal components and needs more "
+                             f"samples than that (N = {num_samples}); pass e.g. {name}={{'dims': "
+                             f"{max(num_samples // 2, 1)}}}")
     if "nleep" in plan.names:
         components = plan.hp["nleep"]["components_per_class"] * num_classes
         if num_samples < components:
@@ -175,13 +204,33 @@ def score_targets(features, targets, *, scores="all", float64: bool = False, **o
     return out
 
 
+_NCTI_TERMS = {"ncti_seli": 0, "ncti_ncc": 1, "ncti_vc": 2}
+# Scores that also need the feature mask (they read the raw, uncentred features).
+_FROM_STATS_MASKED = {
+    "pactran": pactran_from_stats,
+    "etran_energy": etran_energy_from_stats,
+}
+_FROM_STATS.update({
+    "sfda": sfda_from_stats,
+    "etran_lda": etran_lda_from_stats,
+})
+
+
 @partial(jax.jit, static_argnames=("names", "num_classes", "frozen"))
-def _feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
+def _feature_scores(fs, key, feature_mask=None, *, names: tuple, num_classes: int, frozen: tuple):
     hp = {name: dict(h) for name, h in frozen}
     out = {}
+    ncti = {}  # NCTI's three terms come from one computation per distinct hyper-parameters
     for name in names:
         if name == "nleep":
             out[name] = nleep_from_stats(fs, key, num_classes=num_classes, **hp[name])
+        elif name in _NCTI_TERMS:
+            key_hp = _freeze(hp[name])
+            if key_hp not in ncti:
+                ncti[key_hp] = ncti_terms_from_stats(fs, **hp[name])
+            out[name] = ncti[key_hp][_NCTI_TERMS[name]]
+        elif name in _FROM_STATS_MASKED:
+            out[name] = _FROM_STATS_MASKED[name](fs, feature_mask, **hp[name])
         else:
             out[name] = _FROM_STATS[name](fs, **hp[name])
     return out
@@ -220,7 +269,9 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
         (`jscore.scorers.logme_regression`); returns {"logme": value}. A NaN target raises; a
         column that is constant over all samples is left out with a warning.
       scores: "all" (every score whose inputs were given), a list of registry names, or a
-        comma-separated string.
+        comma-separated string. Scores defined relative to a set of models ("etran", "ncti")
+        give their per-model components here (e.g. "etran" -> etran_energy, etran_lda); use
+        `score_zoo` for the combinations.
       num_classes: C, optional (see labels).
       seed: seeds N-LEEP's mixture initialisation.
       float64: compute in float64 (CPU or GPU; not TPU). float32 is accurate on badly scaled
@@ -263,9 +314,13 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
         results.update(_feature_scores(fs, jax.random.PRNGKey(seed), names=feature_names,
                                        num_classes=v.num_classes, frozen=frozen))
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
-    if source_names:
+    pooled = tuple(n for n in source_names if n in ("leep", "nce"))
+    if pooled:
         top = np.argmax(v.source_probs, axis=1).astype(np.int32)
-        results.update(_source_scores(v.source_probs, top, v.labels, names=source_names, num_classes=v.num_classes))
+        results.update(_source_scores(v.source_probs, top, v.labels, names=pooled, num_classes=v.num_classes))
+    for name in source_names:
+        if name not in pooled:
+            results[name] = REGISTRY[name].fn(v.source_probs, v.labels, num_classes=v.num_classes, **hp[name])
     out = {n: float(results[n]) for n in names}
     check_finite(out)
     return out

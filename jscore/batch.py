@@ -47,21 +47,29 @@ def stacked_feature_stats(features, feature_masks, labels, sample_mask, *, num_c
 
 
 @partial(jax.jit, static_argnames=("names", "num_classes", "frozen"))
-def stacked_feature_scores(fs, key, *, names: tuple, num_classes: int, frozen: tuple):
-    """vmap of the per-model feature scores over a stacked FeatureStats."""
+def stacked_feature_scores(fs, key, feature_masks=None, *, names: tuple, num_classes: int, frozen: tuple):
+    """vmap of the per-model feature scores over a stacked FeatureStats (and its [M, D] feature
+    masks, which the scores reading raw features need)."""
     from jscore.api import _feature_scores
 
-    return jax.vmap(lambda f: _feature_scores(f, key, names=names, num_classes=num_classes, frozen=frozen))(fs)
+    if feature_masks is None:
+        return jax.vmap(lambda f: _feature_scores(f, key, names=names, num_classes=num_classes, frozen=frozen))(fs)
+    return jax.vmap(lambda f, m: _feature_scores(f, key, m, names=names, num_classes=num_classes,
+                                                 frozen=frozen))(fs, feature_masks)
 
 
-@partial(jax.jit, static_argnames=("names", "num_classes"))
-def stacked_source_scores(probs, source_masks, labels, sample_mask, *, names: tuple, num_classes: int):
-    """vmap of LEEP / NCE over models: probs [M, N, Cs], source_masks [M, Cs]."""
+@partial(jax.jit, static_argnames=("names", "num_classes", "frozen"))
+def stacked_source_scores(probs, source_masks, labels, sample_mask, *, names: tuple, num_classes: int,
+                          frozen: tuple = ()):
+    """vmap of the source-probability scores over models: probs [M, N, Cs], source_masks [M, Cs];
+    `frozen` holds each score's hyper-parameters as (name, sorted items) pairs."""
+    hp = {name: dict(h) for name, h in frozen}
     out = {}
     for name in names:
         fn = REGISTRY[name].fn
+        kw = hp.get(name, {})
         out[name] = jax.vmap(lambda p, m: fn(p, labels, num_classes=num_classes, sample_mask=sample_mask,
-                                             source_mask=m))(probs, source_masks)
+                                             source_mask=m, **kw))(probs, source_masks)
     return out
 
 
@@ -69,6 +77,10 @@ def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
     """Score several backbones on one dataset: {model: {"features": [N, D], "source_probs":
     [N, Cs] (optional)}} -> {model: {score: float}}. Keyword arguments as for `jscore.score`
     (plus `multiple`, `mesh`, see `score_buckets`).
+
+    Scores defined relative to the set of models (`REGISTRY[name].relative`: "etran", "ncti",
+    min-max combinations over the models) are computed here, from their per-model components
+    (which are returned too); "all" includes them.
 
     Models whose feature sizes share a bucket (D padded to a multiple of 128) run as one vmapped
     program; see `score_buckets`.
@@ -109,7 +121,7 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     have_features = any(m.get("features") is not None for m in models.values())
     have_source = any(m.get("source_probs") is not None or m.get("source_logits") is not None
                       for m in models.values())
-    plan = plan_scores(scores, options, have_features=have_features, have_source=have_source)
+    plan = plan_scores(scores, options, have_features=have_features, have_source=have_source, zoo=True)
     names, hp = plan.names, plan.hp
     checked = {}
     for model, inputs in models.items():
@@ -169,14 +181,30 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
                 evals = np.asarray(fs.evals)
                 h["nleep"]["max_dims"] = max(nleep_dims(e, h["nleep"]["variance"]) for e in evals)
             frozen = tuple((n_, _freeze(h[n_])) for n_ in feature_names)
-            collect(stacked_feature_scores(fs, key, names=feature_names, num_classes=num_classes, frozen=frozen),
-                    members)
+            collect(stacked_feature_scores(fs, key, fm, names=feature_names, num_classes=num_classes,
+                                           frozen=frozen), members)
     source_names = tuple(n_ for n_ in names if REGISTRY[n_].needs == "source")
     if source_names:
         for (p, smask, yy, sm), members in buckets("source_probs"):
-            collect(stacked_source_scores(p, smask, yy, sm, names=source_names, num_classes=num_classes), members)
+            collect(stacked_source_scores(p, smask, yy, sm, names=source_names, num_classes=num_classes,
+                                          frozen=tuple((n_, _freeze(hp[n_])) for n_ in source_names)), members)
     from jscore.api import check_finite
 
     for model, r in results.items():
         check_finite(r, model)
-    return {m: {n_: r[n_] for n_ in names if n_ in r} for m, r in results.items()}
+    combine_relative(results, plan.combos)
+    order = [n_ for n_ in REGISTRY if n_ in set(names) | set(plan.combos)]
+    return {m: {n_: r[n_] for n_ in order if n_ in r} for m, r in results.items()}
+
+
+def combine_relative(results: dict, combos) -> None:
+    """Add each score defined relative to the set of models (ETran, NCTI) to `results` in place,
+    from its components, over the models that have all of them."""
+    for name in combos:
+        spec = REGISTRY[name]
+        members = [m for m, r in results.items() if all(c in r for c in spec.components)]
+        if not members:
+            continue
+        values = spec.combine(*[np.array([results[m][c] for m in members]) for c in spec.components])
+        for m, v in zip(members, values):
+            results[m][name] = float(v)

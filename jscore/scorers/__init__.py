@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional, Tuple
 
+from jscore.scorers.etran import etran_combine, etran_energy, etran_lda
 from jscore.scorers.gbc import gbc, gbc_from_stats
 from jscore.scorers.hscore import hscore, hscore_from_stats
 from jscore.scorers.knn import knn, knn_from_stats
 from jscore.scorers.leep import leep
 from jscore.scorers.logme import logme, logme_from_stats, logme_regression
 from jscore.scorers.nce import nce, nce_from_stats
+from jscore.scorers.ncti import ncti_combine, ncti_ncc, ncti_seli, ncti_terms, ncti_vc
 from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors, nleep, nleep_from_stats
+from jscore.scorers.pactran import pac_dirichlet, pac_gamma, pactran
 from jscore.scorers.parc import parc, parc_from_stats
 from jscore.scorers.reg_hscore import reg_hscore, reg_hscore_from_stats
+from jscore.scorers.sfda import sfda
 from jscore.scorers.tmi import tmi, tmi_from_stats
 from jscore.scorers.transrate import transrate, transrate_from_stats
 from jscore.validate import validate_inputs
@@ -31,6 +35,10 @@ class ScoreSpec(NamedTuple):
     range: (low, high) natural bounds, None where unbounded; "C-1" means num_classes - 1.
     hyperparams: keyword defaults the function accepts.
     min_per_class: samples each present class needs.
+    components: for a score defined relative to a set of models (ETran's and NCTI's min-max
+      combinations), the per-model registry entries it combines; empty otherwise.
+    combine: for such a score, `combine(*component_arrays [M]) -> [M]`; `fn` is then None.
+      Only `score_zoo` computes these; `score` returns their components instead.
     """
 
     name: str
@@ -40,6 +48,13 @@ class ScoreSpec(NamedTuple):
     paper: str
     hyperparams: dict
     min_per_class: int
+    components: tuple = ()
+    combine: Optional[Callable] = None
+
+    @property
+    def relative(self) -> bool:
+        """True for scores defined relative to a set of models (computed by `score_zoo` only)."""
+        return self.combine is not None
 
 
 REGISTRY = {
@@ -82,6 +97,36 @@ REGISTRY = {
                      {"k": 1, "loo": "published"}, 1),
 }
 
+_SFDA_PAPER = ("Shao et al., Not All Models Are Equal: Predicting Model Transferability in a "
+               "Self-challenging Fisher Space, ECCV 2022")
+_PACTRAN_PAPER = ("Ding et al., PACTran: PAC-Bayesian Metrics for Estimating the Transferability of "
+                  "Pretrained Models to Classification Tasks, ECCV 2022")
+_ETRAN_PAPER = "Gholami et al., ETran: Energy-Based Transferability Estimation, ICCV 2023"
+_NCTI_PAPER = ("Wang et al., How Far Pre-trained Models Are from Neural Collapse on the Target Dataset "
+               "Informs their Transferability, ICCV 2023")
+_NCTI_HP = {"dims": 64, "variance_dims": 32, "svd_divisor": "n-C"}
+REGISTRY.update({
+    "sfda": ScoreSpec("sfda", sfda, "features", (0.0, 1.0), _SFDA_PAPER,
+                      {"shrinkage": None, "power_iters": 3}, 1),
+    "pactran": ScoreSpec("pactran", pactran, "features", (None, None), _PACTRAN_PAPER,
+                         {"lda": 1.0, "s2_factor": 10.0, "max_iters": 1000, "tol": 1e-6}, 1),
+    "pac_dirichlet": ScoreSpec("pac_dirichlet", pac_dirichlet, "source", (None, None), _PACTRAN_PAPER,
+                               {"alpha": 1.0, "iters": 10}, 1),
+    "pac_gamma": ScoreSpec("pac_gamma", pac_gamma, "source", (None, None), _PACTRAN_PAPER,
+                           {"alpha": 1.0, "iters": 10}, 1),
+    "etran_energy": ScoreSpec("etran_energy", etran_energy, "features", (None, None), _ETRAN_PAPER,
+                              {"percent": 0.5, "tail": "bottom"}, 1),
+    "etran_lda": ScoreSpec("etran_lda", etran_lda, "features", (0.0, 1.0), _ETRAN_PAPER,
+                           {"form": "published"}, 1),
+    "etran": ScoreSpec("etran", None, "features", (0.0, 2.0), _ETRAN_PAPER, {}, 1,
+                       ("etran_energy", "etran_lda"), etran_combine),
+    "ncti_seli": ScoreSpec("ncti_seli", ncti_seli, "features", (0.0, None), _NCTI_PAPER, dict(_NCTI_HP), 1),
+    "ncti_ncc": ScoreSpec("ncti_ncc", ncti_ncc, "features", (0.0, 1.0), _NCTI_PAPER, dict(_NCTI_HP), 1),
+    "ncti_vc": ScoreSpec("ncti_vc", ncti_vc, "features", (None, None), _NCTI_PAPER, dict(_NCTI_HP), 1),
+    "ncti": ScoreSpec("ncti", None, "features", (-1.0, 2.0), _NCTI_PAPER, {}, 1,
+                      ("ncti_seli", "ncti_ncc", "ncti_vc"), ncti_combine),
+})
+
 SCORE_NAMES = tuple(REGISTRY)
 
 __all__ = [
@@ -91,4 +136,6 @@ __all__ = [
     "logme_from_stats", "gbc_from_stats", "fit_gmm", "gmm_log_posteriors",
     "parc", "tmi", "transrate", "knn", "parc_from_stats", "tmi_from_stats", "transrate_from_stats",
     "knn_from_stats",
+    "sfda", "pactran", "pac_dirichlet", "pac_gamma", "etran_energy", "etran_lda", "etran_combine",
+    "ncti_terms", "ncti_seli", "ncti_ncc", "ncti_vc", "ncti_combine",
 ]
