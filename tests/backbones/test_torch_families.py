@@ -239,3 +239,29 @@ def test_fine_tuning_steps_lower_the_loss_and_update_batch_stats():
     # eval mode uses the running statistics and mutates nothing
     _, _, mutated = bb.apply(bb.variables, x, train=False, rng=None)
     assert mutated == {}
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_efficientnet_lite_blocks_follow_the_published_table(variant):
+    """The block list read from the state dict equals EfficientNet-B0's table (Tan & Le 2019,
+    table 1) scaled by the Lite (width, depth) multipliers, first/last stage repeats unscaled."""
+    import math
+
+    from jscore.backbones.efficientnet_lite import block_specs
+
+    stages = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
+              (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]  # expansion, kernel, stride, width, repeats
+    width, depth = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2)}[variant]
+
+    def round_filters(c):  # multiple of 8, never below 90% of the scaled width
+        c = c * width
+        new = max(8, int(c + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * c else new
+
+    want, cin = [], 32
+    for i, (e, k, s, c, r) in enumerate(stages):
+        reps = r if i in (0, 6) else math.ceil(depth * r)
+        for j in range(reps):
+            want.append((cin, round_filters(c), cin * e, k, s if j == 0 else 1))
+            cin = round_filters(c)
+    assert block_specs(read_state_dict(_lite_path(variant))) == want
