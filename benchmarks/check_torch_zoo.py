@@ -121,6 +121,10 @@ def speed(bb, model, x, repeats):
     return warm, statistics.median(theirs), first - warm
 
 
+def _row(r):
+    return f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f}% | {r[5]:.1e} | {r[6]} |"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=ALL, choices=ALL)
@@ -164,7 +168,7 @@ def main(argv=None):
         rows.append((label, len(labels), 100 * np.mean(ours.argmax(1) == labels),
                      100 * np.mean(theirs.argmax(1) == labels), 100 * np.mean(ours.argmax(1) == theirs.argmax(1)),
                      rel, PUBLISHED[name]))
-        print("  done", label, f"{rows[-1][2]:.2f} / {rows[-1][3]:.2f}", flush=True)
+        print("  row: " + _row(rows[-1]), flush=True)
         if not args.no_speed and not ablation:
             xs = x[: args.speed_batch]
             if len(xs) < args.speed_batch:
@@ -174,7 +178,7 @@ def main(argv=None):
     print("\n| model | images | our top-1 | torch top-1 | agreement | max rel. logit error | published top-1 |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f}% | {r[5]:.1e} | {r[6]} |")
+        print(_row(r))
     if speed_rows:
         print("\n| model | batch | ours jitted (ms) | torch (ms) | ours / torch | our compile (s) |")
         print("|---|---|---|---|---|---|")

@@ -40,6 +40,8 @@ __all__ = ["read_state_dict", "read_checkpoint", "UnsafeCheckpointError", "ALLOW
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+# A tensor view (e.g. a stride-0 broadcast) may not expand past this many bytes when copied out.
+MAX_TENSOR_BYTES = 1 << 34
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError, ValueError):
@@ -65,8 +67,14 @@ class _StorageType:
 
     def __init__(self, name: str):
         self.name = name
-        dt = _STORAGE_DTYPES[name]
-        self.dtype = _bfloat16() if dt == "bfloat16" else np.dtype(dt)
+
+    @property
+    def dtype(self) -> np.dtype:
+        dt = _STORAGE_DTYPES[self.name]
+        return _bfloat16() if dt == "bfloat16" else np.dtype(dt)
+
+    def __repr__(self):
+        return f"torch.{self.name}"
 
 
 class _Storage:
@@ -96,6 +104,9 @@ class _TensorRef:
         n = int(np.prod(self.size, dtype=np.int64))
         if n == 0:
             return np.zeros(self.size, buf.dtype)
+        if n * buf.dtype.itemsize > MAX_TENSOR_BYTES:
+            raise ValueError(f"torch checkpoint: a tensor of size {self.size} ({n * buf.dtype.itemsize} bytes) "
+                             f"exceeds the {MAX_TENSOR_BYTES}-byte limit")
         last = self.offset + sum((s - 1) * st for s, st in zip(self.size, self.stride))
         if last >= buf.shape[0]:
             raise ValueError(f"torch checkpoint: a tensor of size {self.size}, stride {self.stride}, offset "
