@@ -58,6 +58,6 @@ def test_nleep_needs_a_sample_per_component():
 def test_all_means_every_score_whose_inputs_exist():
     x, labels = _ill_conditioned(n=60, d=5)
     assert set(jscore.score(x, labels, scores="all", nleep={"max_dims": 4})) == {
-        "hscore", "reg_hscore", "nleep", "logme", "gbc"}
+        "hscore", "reg_hscore", "nleep", "logme", "gbc", "parc", "tmi", "transrate", "knn"}
     probs = np.full((60, 3), 1 / 3)
     assert set(jscore.score(None, labels, source_probs=probs)) == {"nce", "leep"}
