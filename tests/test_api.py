@@ -58,9 +58,8 @@ def test_nleep_needs_a_sample_per_component():
 def test_all_means_every_score_whose_inputs_exist():
     x, labels = _ill_conditioned(n=60, d=5)
     ncti = {n: {"dims": 4} for n in ("ncti_seli", "ncti_ncc", "ncti_vc")}  # 60 samples < 64 PCA dims
-    per_model = {n: s for n, s in jscore.REGISTRY.items() if not s.relative}  # etran, ncti: score_zoo
     assert set(jscore.score(x, labels, scores="all", nleep={"max_dims": 4}, **ncti)) == {
-        n for n, s in per_model.items() if s.needs == "features"}
+        "hscore", "reg_hscore", "nleep", "logme", "gbc", "parc", "tmi", "transrate", "knn", "sfda", "pactran",
+        "etran_energy", "etran_lda", "ncti_seli", "ncti_ncc", "ncti_vc"}
     probs = np.full((60, 3), 1 / 3)
-    assert set(jscore.score(None, labels, source_probs=probs)) == {
-        n for n, s in per_model.items() if s.needs == "source"}
+    assert set(jscore.score(None, labels, source_probs=probs)) == {"nce", "leep", "pac_dirichlet", "pac_gamma"}

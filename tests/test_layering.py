@@ -12,7 +12,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "jscore")
 # features -> finetune -> evaluate -> study/cli. `api` (one model) sits under `batch` (many models);
 # `backbones` under `data` (readers take a backbone's preprocessing preset).
 LAYERS = [
-    "jscore.assets", "jscore._numerics", "jscore.stats", "jscore.validate", "jscore.scorers", "jscore.api",
+    "jscore.assets", "jscore._numerics", "jscore._lbfgs", "jscore._pairwise", "jscore.stats",
+    "jscore.class_scatter", "jscore.validate", "jscore.scorers", "jscore.api",
     "jscore.sharding", "jscore.batch", "jscore",  # the package: lazy re-exports of api and batch
     "jscore.backbones", "jscore.data", "jscore.demo", "jscore.features", "jscore.finetune",
     "jscore.evaluate", "jscore.study", "jscore.commands", "jscore.cli", "jscore.__main__",

@@ -132,3 +132,22 @@ def test_reference_hscore_one_informative_dimension():
     f = np.array([[0.0, 5.0], [2.0, 5.0], [10.0, 5.0], [12.0, 5.0]])
     y = np.array([0, 0, 1, 1])
     np.testing.assert_allclose(ref.hscore(f, y), 25.0 / 26.0, rtol=1e-12)
+
+
+# --- issue 9: parc, tmi, transrate, knn -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["knn", "tmi", "transrate"])
+def test_pairwise_references_match(x64, name):
+    f, y = _features(0, n=90, d=40, c=3)
+    ours = float(getattr(jscore_scorers, name)(f, y, num_classes=3))
+    np.testing.assert_allclose(ours, getattr(ref, name)(f, y), rtol=1e-9)
+
+
+def test_parc_reference_matches_with_two_classes(x64):
+    # With C = 2 np.corrcoef gives every within-class pair the same value (1.1e-16), so the
+    # published two-valued label dissimilarity is exact and the two sides agree; d > 32 and n > 32
+    # exercise the randomized PCA itself.
+    f, y = _features(1, n=90, d=40, c=2)
+    ours = float(jscore_scorers.parc(f, y, num_classes=2))
+    np.testing.assert_allclose(ours, ref.parc(f, y), rtol=1e-9)
