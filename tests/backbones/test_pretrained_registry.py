@@ -120,3 +120,18 @@ def test_loaded_checkpoint_has_the_registered_facts(name, shared_models):
     assert backbone.num_source_classes == entry.num_source_classes
     assert backbone.preprocess.image_size == entry.input_size
     assert _num_params(backbone.variables) == entry.num_params
+
+
+def test_packaged_checkpoints_are_the_published_bytes(shared_models):
+    """The demo's shipped TFLite files are byte for byte the published ones (NOTICE says so)."""
+    from jscore.backbones.pretrained import packaged_models_dir
+
+    with open(os.path.join(shared_models, "index.csv")) as fh:
+        index = {(row["name"], row["file"]): row["sha256"] for row in csv.DictReader(fh)}
+    root = packaged_models_dir()
+    shipped = [(d, f) for d in sorted(os.listdir(root)) for f in os.listdir(os.path.join(root, d))]
+    assert len(shipped) == 5
+    for folder, file in shipped:
+        with open(os.path.join(root, folder, file), "rb") as fh:
+            assert hashlib.sha256(fh.read()).hexdigest() == index[(folder, file)], file
+        assert is_available(folder)  # found without --models-dir or JSCORE_MODELS
