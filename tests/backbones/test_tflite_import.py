@@ -295,3 +295,23 @@ def test_runtime_agrees_on_tiny_file():
     apply_fn, params, _ = import_tflite(data, fake_quant=True)
     _, ours = apply_fn(params, (S_IN * (pixels - Z_IN)).astype(np.float32))
     assert np.abs(np.asarray(ours) - rt[:, 1:]).max() <= 3 * Y4[0] + 1e-6
+
+
+def test_finetune_fit_runs_with_an_imported_backbone(tmp_path):
+    """`jscore.finetune.fit` trains an imported model: a new head on the features, the imported
+    (dequantised) layers updated, losses finite."""
+    from jscore.finetune import Split, TrainConfig, fit, image_input_fn
+
+    data, _ = _quantised_graph(n_out=7)
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(data)
+    bb = load_tflite(str(path), crop_fraction=0.75)              # 6 px crops of 8 px images
+    rng = np.random.default_rng(0)
+    labels = np.arange(32) % 2
+    images = np.clip(rng.normal(80 + 100 * labels[:, None, None, None], 30, (32, 8, 8, 3)), 0, 255).astype(np.uint8)
+    split = Split(images, labels)
+    cfg = TrainConfig(learning_rate=0.05, epochs=2, batch_size=16, eval_batch_size=16, augment=False)
+    rec = fit(bb, bb.variables, split, split, {"test": split}, 2, cfg, image_input_fn(bb.preprocess, 6, False),
+              devices=jax.devices()[:1])
+    assert rec["steps"] == 4 and np.isfinite(rec["val_loss"])
+    assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]

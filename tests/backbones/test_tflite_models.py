@@ -1,0 +1,80 @@
+"""The published TFLite files in ../shared/models: every one loads with the sizes its README gives,
+and on a few real images agrees with the reference runtime (`ai-edge-litert`, builtin kernels).
+Skips when the files, the images or the runtime are absent. The full 250-image table is
+benchmarks/check_tflite.py's (docs/zoo.md)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import check_tflite as chk
+
+pytestmark = pytest.mark.shared_data
+
+# (feature dim, kept source classes, input size, channels first): from the README and the files.
+EXPECTED = {
+    "mobilenet_v1_0.25_128_quant": (256, 1000, 128, False),
+    "mobilenet_v1_0.5_160_quant": (512, 1000, 160, False),
+    "mobilenet_v1_0.75_192_quant": (768, 1000, 192, False),
+    "mobilenet_v1_1.0_224_embedding": (1024, 0, 224, False),
+    "mobilenet_v2_1.0_224_quant": (1280, 1000, 224, False),
+    "mobilenet_v2_torchvision_quant": (1280, 1000, 224, True),
+    "mobilenet_v3_small_1.0_224_quant": (1024, 1000, 224, False),
+    "mobilenet_edgetpu_0.75_224_quant": (1280, 1000, 224, False),
+    "mobilenet_edgetpu_1.0_224_quant": (1280, 1000, 224, False),
+    "mcunet_in3": (160, 1000, 176, False),
+    "mobilenet_v2_1.0_224_inat_bird_quant": (1280, 964, 224, False),
+    "mobilenet_v2_1.0_224_inat_insect_quant": (1280, 1021, 224, False),
+    "mobilenet_v1_0.25_224_float": (256, 1000, 224, False),
+    "cifar10_resnet8_mlperf_tiny": (64, 10, 32, False),
+}
+ENTRIES = {e.name: e for e in chk.ENTRIES}
+
+
+def _need(entry):
+    if not os.path.isfile(chk.model_path(entry)):
+        pytest.skip(f"{chk.model_path(entry)} is absent")
+    if not os.path.isdir(os.path.join(chk.DATA, entry.dataset)):
+        pytest.skip(f"../shared/data/{entry.dataset} is absent")
+
+
+def test_every_file_is_listed():
+    if not os.path.isdir(chk.MODELS):
+        pytest.skip("../shared/models is absent")
+    on_disk = {d for d in os.listdir(chk.MODELS) if os.path.isdir(os.path.join(chk.MODELS, d))
+               and any(f.endswith(".tflite") for f in os.listdir(os.path.join(chk.MODELS, d)))}
+    assert on_disk == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_loads_with_published_sizes(name):
+    from jscore.backbones.tflite import load_tflite
+
+    entry = ENTRIES[name]
+    _need(entry)
+    bb = load_tflite(chk.model_path(entry), **dict(entry.kwargs))
+    d, c, s, cf = EXPECTED[name]
+    assert (bb.feature_dim, bb.num_source_classes, bb.preprocess.image_size, bb.preprocess.channels_first) == (d, c, s, cf)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1_0.25_224_float", "cifar10_resnet8_mlperf_tiny"])
+def test_float_files_match_the_runtime(name):
+    pytest.importorskip("ai_edge_litert")
+    entry = ENTRIES[name]
+    _need(entry)
+    row = chk.compare(entry, 4, self_agreement=False)
+    assert row["logit_rel_err"] < 1e-4
+    assert row["agreement"] == 1.0 and row["feature_cosine"] > 0.9999
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_1.0_224_quant", "mobilenet_v3_small_1.0_224_quant",
+                                  "mcunet_in3", "mobilenet_v2_torchvision_quant"])
+def test_quantised_files_follow_the_runtime(name):
+    """A few images: features close to the integer runtime's, most top-1 predictions equal."""
+    pytest.importorskip("ai_edge_litert")
+    entry = ENTRIES[name]
+    _need(entry)
+    row = chk.compare(entry, 6, self_agreement=False)
+    assert row["feature_cosine"] >= 0.97
+    assert row["agreement"] >= 4 / 6
