@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+pytest.importorskip("tflite")  # the schema bindings: the importer and the test-file builder need them
+
 from jscore.backbones.tflite import import_tflite, input_norm_from_file, load_tflite, tflite_operators
 from tests.backbones.tflite_builder import TinyGraph
 from tests.oracles import tflite_ops as ref
