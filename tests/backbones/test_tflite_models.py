@@ -78,3 +78,46 @@ def test_quantised_files_follow_the_runtime(name):
     row = chk.compare(entry, 6, self_agreement=False)
     assert row["feature_cosine"] >= 0.97
     assert row["agreement"] >= 4 / 6
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_1.0_224_quant", "mobilenet_v2_torchvision_quant", "mcunet_in3",
+                                  "mobilenet_edgetpu_0.75_224_quant"])
+def test_every_op_alone_is_within_one_step_of_the_runtime(name):
+    """Each op fed the runtime's own (dequantised) inputs and rounded onto its output grid lands
+    within one quantisation step of the runtime's output, and off by a step on few elements: the
+    semantics are the runtime's; what remains is the integer kernels' rounding, which compounds
+    over ~100 layers (docs/zoo.md)."""
+    interp = pytest.importorskip("ai_edge_litert.interpreter")
+    from jscore.backbones import tflite_ops as ops
+    from jscore.backbones.tflite import _Graph, _grid, _layer_params, _op_fn, import_tflite, load_tflite
+    from jscore.data.preprocess import normalize
+
+    entry = ENTRIES[name]
+    _need(entry)
+    path = chk.model_path(entry)
+    data = open(path, "rb").read()
+    _, _, info = import_tflite(data, where=path)
+    bb = load_tflite(path)
+    crops, _ = chk.load_images(entry.dataset, 1, bb.preprocess)
+    q = chk.quantize_input(normalize(crops, bb.preprocess), info)
+    it = interp.Interpreter(model_path=path, experimental_preserve_all_tensors=True,
+                            experimental_op_resolver_type=interp.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    details = {d["index"]: d for d in it.get_tensor_details()}
+    it.set_tensor(it.get_input_details()[0]["index"], q)
+    it.invoke()
+    graph = _Graph(data, path)
+    checked = 0
+    for op in graph.ops:
+        grid = _grid(graph.tensors[op.outputs[0]])
+        if op.name == "SOFTMAX" or grid is None:
+            continue
+        xs = [None if (i < 0 or graph.tensors[i].data is not None) else chk.dequantize(details[i], it.get_tensor(i))
+              for i in op.inputs]
+        y = np.asarray(ops.quantize_grid(_op_fn(graph, op)(_layer_params(graph, op), xs), *grid))
+        want = chk.dequantize(details[op.outputs[0]], it.get_tensor(op.outputs[0]))
+        steps = np.abs(y.reshape(want.shape) - want) / grid[0]
+        assert steps.max() <= 1.01, (op.index, op.name, steps.max())
+        assert (steps > 0.5).mean() <= 0.1, (op.index, op.name, (steps > 0.5).mean())
+        checked += 1
+    assert checked >= 50
