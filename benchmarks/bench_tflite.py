@@ -71,18 +71,6 @@ def flax_params(imported: dict) -> dict:
     return {n: dict(imported[k]) for n, k in zip(names, keys)}
 
 
-def timed(fn, *args, repeats: int):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return first, float(np.median(times))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenet_v1_0.25_224_float", choices=sorted(FILES))
@@ -105,17 +93,30 @@ def main(argv=None) -> int:
     f_fq = jax.jit(bb_fq.embed)
     (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
     diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
-    rows = []
-    for label, fn, v in (("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables)):
-        first, med = timed(fn, v, x, repeats=args.repeats)
-        rows.append((label, first, med))
-    base = rows[0][2]
+    programs = (("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables))
+    first, flops = {}, {}
+    for label, fn, v in programs:
+        t = time.perf_counter()
+        jax.block_until_ready(fn(v, x))
+        first[label] = time.perf_counter() - t
+        cost = fn.lower(v, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops[label] = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    # Interleaved repeats: on a shared machine the load drifts, so each round times every program.
+    times = {label: [] for label, _, _ in programs}
+    for _ in range(args.repeats):
+        for label, fn, v in programs:
+            t = time.perf_counter()
+            jax.block_until_ready(fn(v, x))
+            times[label].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"model {args.model}, batch {args.batch_size}x{s}x{s}, import {import_s:.2f} s, "
           f"max |logit difference| flax vs imported {diff:.2e}, load: {os.getloadavg()[0]:.1f}")
-    print("| program | first call (compile + run), s | forward, ms (median) | images/s | ratio to flax |")
-    print("|---|---|---|---|---|")
-    for label, first, med in rows:
-        print(f"| {label} | {first:.2f} | {1000 * med:.1f} | {args.batch_size / med:.0f} | {med / base:.2f} |")
+    print("| program | first call (compile + run), s | forward, ms (median) | images/s | ratio to flax | XLA flops |")
+    print("|---|---|---|---|---|---|")
+    for label, _, _ in programs:
+        print(f"| {label} | {first[label]:.2f} | {1000 * med[label]:.1f} | {args.batch_size / med[label]:.0f} | "
+              f"{med[label] / med['flax']:.2f} | {flops[label]:.3g} |")
     return 0
 
 

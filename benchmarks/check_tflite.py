@@ -219,7 +219,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-self-agreement", action="store_true")
     ap.add_argument("--out", help="append one JSON line per row to this file as models finish")
     args = ap.parse_args(argv)
-    entries = [e for e in ENTRIES if not args.models or e.name in args.models]
+    by_name = {e.name: e for e in ENTRIES}
+    unknown = [m for m in args.models or () if m not in by_name]
+    if unknown:
+        ap.error(f"unknown models {unknown}; known: {sorted(by_name)}")
+    entries = [by_name[m] for m in args.models] if args.models else ENTRIES
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.fake_quant]
     rows = []
     out = open(args.out, "a") if args.out else None
