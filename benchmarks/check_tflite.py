@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", help="folder names (default: all)")
     ap.add_argument("--images", type=int, default=250)
-    ap.add_argument("--fake-quant", choices=("no", "yes", "both"), default="no")
+    ap.add_argument("--fake-quant", choices=("no", "yes", "both"), default="both")
     ap.add_argument("--no-self-agreement", action="store_true")
     ap.add_argument("--out", help="append one JSON line per row to this file as models finish")
     args = ap.parse_args(argv)
