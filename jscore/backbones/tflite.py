@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 

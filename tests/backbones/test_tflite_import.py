@@ -3,7 +3,6 @@
 classifier/features split, background columns, preprocessing from the input quantisation, bad
 files, and training through the imported parameters. Oracles: tests/oracles/tflite_ops.py."""
 
-import os
 
 import jax
 import jax.numpy as jnp
