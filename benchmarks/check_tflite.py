@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -147,40 +148,47 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
 
 
-def compare(entry: Entry, n_images: int, *, fake_quant: bool = False, self_agreement: bool = True) -> Dict:
-    """One model: jscore vs the runtime on the first n images. Returns a dict of measurements."""
+def compare(entry: Entry, n_images: int, *, fake_quant=False, self_agreement: bool = True):
+    """One model: jscore vs the runtime on the first n images. `fake_quant` a bool (-> one dict of
+    measurements) or a tuple of bools (-> a list of dicts, the runtime run once for all)."""
     from jscore.backbones.tflite import import_tflite, load_tflite
-
-    path = model_path(entry)
-    kwargs = dict(entry.kwargs)
-    bb = load_tflite(path, name=entry.name, fake_quant=fake_quant, **kwargs)
-    with open(path, "rb") as f:
-        _, _, info = import_tflite(f.read(), where=path, background=kwargs.get("background"))
-    crops, labels = load_images(entry.dataset, n_images, bb.preprocess)
     from jscore.data.preprocess import normalize
 
+    modes = tuple(fake_quant) if isinstance(fake_quant, (tuple, list)) else (fake_quant,)
+    path = model_path(entry)
+    kwargs = dict(entry.kwargs)
+    with open(path, "rb") as f:
+        _, _, info = import_tflite(f.read(), where=path, background=kwargs.get("background"))
+    bb = load_tflite(path, name=entry.name, **kwargs)
+    crops, labels = load_images(entry.dataset, n_images, bb.preprocess)
     x = normalize(crops, bb.preprocess)                # float model input (NCHW if channels-first)
     q = quantize_input(x, info)                        # what the runtime gets
     x_same = x if info.input_scale is None else (info.input_scale * (q.astype(np.float32) - info.input_zero_point))
-    f_ours, l_ours, _ = ours(bb, x_same.astype(np.float32))
     f_rt, l_rt = run_runtime(path, q, info, builtin=True)
-    row = {"model": entry.name, "images": len(labels), "fake_quant": fake_quant,
-           "feature_cosine": float(cosine(f_ours, f_rt).mean()), "published": entry.published}
-    drop = l_ours is not None and l_rt is not None and l_rt.shape[1] == l_ours.shape[1] + 1
-    if l_ours is not None:
-        l_rt_kept = l_rt[:, 1:] if drop else l_rt
-        top_ours, top_rt = l_ours.argmax(1), l_rt_kept.argmax(1)
-        row.update(agreement=float((top_ours == top_rt).mean()), ours_top1=float((top_ours == labels).mean()),
-                   runtime_top1=float((top_rt == labels).mean()))
-        if info.input_scale is None:
-            err = np.abs(l_ours - l_rt_kept).max(1) / np.abs(l_rt_kept).max(1)
-            row["logit_rel_err"] = float(err.max())
-        if self_agreement:
-            _, l_x = run_runtime(path, q, info, builtin=False)
-            l_x = l_x[:, 1:] if drop else l_x
-            if l_x.shape == l_rt_kept.shape:
-                row["self_agreement"] = float((l_x.argmax(1) == top_rt).mean())
-    return row
+    l_x = run_runtime(path, q, info, builtin=False)[1] if self_agreement and l_rt is not None else None
+    imagenet = entry.dataset == "imagenet_sample" and "inat" not in entry.name
+    rows = []
+    for fq in modes:
+        bb = load_tflite(path, name=entry.name, fake_quant=fq, **kwargs)
+        f_ours, l_ours, _ = ours(bb, x_same.astype(np.float32))
+        row = {"model": entry.name, "images": len(labels), "fake_quant": fq,
+               "feature_cosine": float(cosine(f_ours, f_rt).mean()), "published": entry.published}
+        drop = l_ours is not None and l_rt is not None and l_rt.shape[1] == l_ours.shape[1] + 1
+        if l_ours is not None:
+            l_rt_kept = l_rt[:, 1:] if drop else l_rt
+            top_ours, top_rt = l_ours.argmax(1), l_rt_kept.argmax(1)
+            row["agreement"] = float((top_ours == top_rt).mean())
+            if imagenet or entry.dataset != "imagenet_sample":   # labels in the model's classes
+                row.update(ours_top1=float((top_ours == labels).mean()), runtime_top1=float((top_rt == labels).mean()))
+            if info.input_scale is None:
+                err = np.abs(l_ours - l_rt_kept).max(1) / np.abs(l_rt_kept).max(1)
+                row["logit_rel_err"] = float(err.max())
+            if l_x is not None:
+                l_xk = l_x[:, 1:] if drop else l_x
+                if l_xk.shape == l_rt_kept.shape:
+                    row["self_agreement"] = float((l_xk.argmax(1) == top_rt).mean())
+        rows.append(row)
+    return rows if isinstance(fake_quant, (tuple, list)) else rows[0]
 
 
 def _fmt(v, pct=True):
@@ -207,22 +215,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", help="folder names (default: all)")
     ap.add_argument("--images", type=int, default=250)
-    ap.add_argument("--fake-quant", choices=("no", "yes", "both"), default="no")
+    ap.add_argument("--fake-quant", choices=("no", "yes", "both"), default="both")
     ap.add_argument("--no-self-agreement", action="store_true")
+    ap.add_argument("--out", help="append one JSON line per row to this file as models finish")
     args = ap.parse_args(argv)
-    entries = [e for e in ENTRIES if not args.models or e.name in args.models]
+    by_name = {e.name: e for e in ENTRIES}
+    unknown = [m for m in args.models or () if m not in by_name]
+    if unknown:
+        ap.error(f"unknown models {unknown}; known: {sorted(by_name)}")
+    entries = [by_name[m] for m in args.models] if args.models else ENTRIES
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.fake_quant]
     rows = []
+    out = open(args.out, "a") if args.out else None
     for e in entries:
         if not os.path.isfile(model_path(e)):
             print(f"skip {e.name}: {model_path(e)} is absent", file=sys.stderr)
             continue
-        for i, fq in enumerate(modes):
-            t0 = time.perf_counter()
-            rows.append(compare(e, args.images, fake_quant=fq, self_agreement=not args.no_self_agreement and i == 0))
-            if i > 0 and "self_agreement" in rows[-2]:
-                rows[-1]["self_agreement"] = rows[-2]["self_agreement"]
-            print(f"{e.name} fake_quant={fq}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        new = compare(e, args.images, fake_quant=tuple(modes), self_agreement=not args.no_self_agreement)
+        rows += new
+        print(f"{e.name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        if out:
+            for r in new:
+                out.write(json.dumps(r) + "\n")
+            out.flush()
     print_table(rows)
     return 0
 

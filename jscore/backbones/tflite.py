@@ -18,10 +18,12 @@ What the backbone returns:
 - source logits: that classifier's output (before softmax), `[B, Cs]`, with column 0 dropped
   when it is a background class (see `load_tflite`'s `background`).
 
-Quantised activations: by default the forward is float (dequantised weights, float activations:
-what fine-tuning wants). `fake_quant=True` rounds and clips every uint8/int8 activation tensor to
-its quantisation grid (straight-through gradient), which follows the integer runtime more
-closely; docs/zoo.md records what each choice measures against `ai-edge-litert`.
+Quantised activations: every uint8/int8 activation is clipped to the range its grid holds (the
+integer kernels saturate there, and converters rely on it as an activation). By default
+(`fake_quant=True`) it is also rounded onto its grid, with a straight-through gradient so the
+model stays trainable: measured against `ai-edge-litert`, that follows the integer runtime more
+closely on most files (docs/zoo.md); `fake_quant=False` keeps float activations. Float files
+have no grids: both settings give the same float forward.
 
 Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
 """
@@ -31,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -441,7 +443,7 @@ def _op_key(op: _Op) -> str:
 
 
 def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[bool] = None,
-                  fake_quant: bool = False):
+                  fake_quant: bool = True):
     """A TFLite file's bytes -> `(apply_fn, params, info)`, pure (no file access).
 
     Args:
@@ -449,8 +451,8 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
       where: the file's name, used in error messages.
       background: drop output column 0 of the classifier (a background class). None: drop it
         exactly when the classifier has 1001 outputs (ImageNet + background).
-      fake_quant: round and clip uint8/int8 activations to their quantisation grids (with a
-        straight-through gradient) instead of a float forward.
+      fake_quant: round uint8/int8 activations onto their quantisation grids (straight-through
+        gradient); False: float activations, only clipped to the grids' ranges.
     Returns:
       apply_fn: `(params, x) -> (features [B, D], logits [B, Cs] or None)`, x the float model input
         (`[B, H, W, C]`, or `[B, C, H, W]` for a channels-first file), pure and jittable.
@@ -584,7 +586,7 @@ def _triple(v) -> Tuple[float, float, float]:
 def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[bool] = None,
                 crop_fraction: float = 0.875, interpolation: str = "bilinear",
                 float_input_norm: Tuple[float, float] = (127.5, 127.5),
-                input_norm: Optional[Tuple[Any, Any]] = None, fake_quant: bool = False) -> Backbone:
+                input_norm: Optional[Tuple[Any, Any]] = None, fake_quant: bool = True) -> Backbone:
     """A `.tflite` image classifier (or embedding extractor) -> a pretrained `Backbone`.
 
     Args:

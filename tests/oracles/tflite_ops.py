@@ -123,7 +123,7 @@ def dequantize(q, scale, zero_point, axis=None):
     """scale * (q - zero_point), per tensor (scalars) or per channel along `axis`."""
     q = np.asarray(q, np.float64)
     scale = np.asarray(scale, np.float64)
-    zero_point = np.asarray(zero_point, np.float64)
+    zero_point = np.broadcast_to(np.asarray(zero_point, np.float64), scale.shape)
     if axis is not None and scale.size > 1:
         shape = [1] * q.ndim
         shape[axis] = scale.size

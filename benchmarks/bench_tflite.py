@@ -1,0 +1,124 @@
+"""Speed of an imported TFLite model against the same architecture written in Flax by hand.
+
+MobileNetV1 (TF-slim: a 3x3/2 conv, 13 depthwise-separable blocks with folded batch norm and
+ReLU6, average pooling, a 1x1 conv classifier) is written below as a Flax module; the imported
+file's dequantised parameters are copied into it in layer order, so both programs compute the
+same function (checked: max |difference| of the logits is printed). Timed: the jitted forward
+of a batch (median of --repeats after a warm-up), compile time separately, for
+
+  flax        the hand-written Flax MobileNetV1;
+  imported    `load_tflite(...).embed` (quantised files: activations clipped to their ranges);
+  fake-quant  `load_tflite(..., fake_quant=True).embed`.
+
+    python benchmarks/bench_tflite.py --batch-size 32 --repeats 5
+    python benchmarks/bench_tflite.py --model mobilenet_v1_0.5_160_quant
+
+The machine is shared: record `uptime` beside the numbers. Results: docs/zoo.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from jscore.backbones.tflite import load_tflite  # noqa: E402
+
+MODELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "models")
+FILES = {
+    "mobilenet_v1_0.25_224_float": "mobilenet_v1_0.25_224_1_default_1.tflite",
+    "mobilenet_v1_0.5_160_quant": "mobilenet_v1_0.5_160_quant.tflite",
+    "mobilenet_v1_0.75_192_quant": "mobilenet_v1_0.75_192_quant.tflite",
+}
+# (stride of the depthwise conv) for the 13 blocks of MobileNetV1.
+STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+
+
+class MobileNetV1(nn.Module):
+    """TF-slim MobileNetV1 with folded batch norm: -> (features [B, D], logits [B, 1001])."""
+
+    widths: tuple      # output channels of the stem and of the 13 pointwise convs
+    num_classes: int = 1001
+
+    @nn.compact
+    def __call__(self, x):
+        conv = lambda f, k, s, name, groups=1: nn.Conv(f, (k, k), (s, s), padding="SAME", feature_group_count=groups,
+                                                       precision=jax.lax.Precision.HIGHEST, name=name)
+        x = jnp.clip(conv(self.widths[0], 3, 2, "stem")(x), 0, 6)
+        for i, s in enumerate(STRIDES):
+            c = x.shape[-1]
+            x = jnp.clip(conv(c, 3, s, f"dw{i}", groups=c)(x), 0, 6)
+            x = jnp.clip(conv(self.widths[i + 1], 1, 1, f"pw{i}")(x), 0, 6)
+        features = jnp.mean(x, axis=(1, 2))
+        logits = conv(self.num_classes, 1, 1, "head")(features[:, None, None, :])[:, 0, 0, :]
+        return features, logits
+
+
+def flax_params(imported: dict) -> dict:
+    """The imported params (keys `NNN_<op>` in graph order) renamed to the Flax module's layers."""
+    keys = sorted(imported)
+    names = ["stem"] + [n for i in range(13) for n in (f"dw{i}", f"pw{i}")] + ["head"]
+    if len(keys) != len(names):
+        raise ValueError(f"not a MobileNetV1 graph: {len(keys)} layers")
+    return {n: dict(imported[k]) for n, k in zip(names, keys)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mobilenet_v1_0.25_224_float", choices=sorted(FILES))
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    path = os.path.join(MODELS, args.model, FILES[args.model])
+    t = time.perf_counter()
+    bb = load_tflite(path)
+    import_s = time.perf_counter() - t
+    bb_fq = load_tflite(path, fake_quant=True)
+    s = bb.preprocess.image_size
+    x = jax.random.uniform(jax.random.key(0), (args.batch_size, s, s, 3), minval=-1.0, maxval=1.0)
+    params = bb.variables["params"]
+    widths = tuple(int(params[k]["kernel"].shape[-1]) for k in sorted(params) if k.endswith("_conv_2d") and "depthwise" not in k)[:-1]
+    module = MobileNetV1(widths=widths)
+    fvars = {"params": flax_params(params)}
+    f_flax = jax.jit(lambda v, im: module.apply(v, im))
+    f_imp = jax.jit(bb.embed)
+    f_fq = jax.jit(bb_fq.embed)
+    (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
+    diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
+    programs = (("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables))
+    first, flops = {}, {}
+    for label, fn, v in programs:
+        t = time.perf_counter()
+        jax.block_until_ready(fn(v, x))
+        first[label] = time.perf_counter() - t
+        cost = fn.lower(v, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops[label] = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    # Interleaved repeats: on a shared machine the load drifts, so each round times every program.
+    times = {label: [] for label, _, _ in programs}
+    for _ in range(args.repeats):
+        for label, fn, v in programs:
+            t = time.perf_counter()
+            jax.block_until_ready(fn(v, x))
+            times[label].append(time.perf_counter() - t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"model {args.model}, batch {args.batch_size}x{s}x{s}, import {import_s:.2f} s, "
+          f"max |logit difference| flax vs imported {diff:.2e}, load: {os.getloadavg()[0]:.1f}")
+    print("| program | first call (compile + run), s | forward, ms (median) | images/s | ratio to flax | XLA flops |")
+    print("|---|---|---|---|---|---|")
+    for label, _, _ in programs:
+        print(f"| {label} | {first[label]:.2f} | {1000 * med[label]:.1f} | {args.batch_size / med[label]:.0f} | "
+              f"{med[label] / med['flax']:.2f} | {flops[label]:.3g} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
