@@ -89,17 +89,7 @@ CASES = {
 
 # (case, score) -> the relative error we reach instead of 1e-3, and why. Measured on this machine
 # (float32, CPU); the bound below is about 3x the measurement, so a regression still fails.
-LIMITS = {
-    ("column scales 1e0..1e4, N > D", "logme"): (0.1, "LogME is not invariant to column scales: it "
-                                                 "needs the small eigenvalues of the raw float32 Gram "
-                                                 "(condition ~1e8); measured 3.5e-2"),
-    ("condition 1e6", "logme"): (0.25, "eigenvalues below eps * the largest are lost by the float32 Gram; "
-                                 "measured 7.9e-2"),
-    ("condition 1e8", "logme"): (0.15, "as for condition 1e6; measured 5.1e-2"),
-    ("condition 1e6", "reg_hscore"): (6e-3, "the Ledoit-Wolf ridge is small here (N >> D): the float32 "
-                                      "Gram's eigenvalues near it carry eps * the largest; measured 1.7e-3"),
-    ("condition 1e8", "reg_hscore"): (6e-3, "as for condition 1e6; measured 1.6e-3"),
-}
+LIMITS = {}  # (case, score) -> (bound, why) for a case float32 cannot reach; none at present
 
 
 @pytest.mark.parametrize("case", list(CASES))
