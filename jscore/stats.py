@@ -196,7 +196,14 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
             else:
                 gram = mm(xg.T, xg)
             lam, v = eigh_descending(gram)
-            kept = rank_mask(lam, rcond)
+            # Re-measure each eigenvalue from the data, |Xg v|^2 (one GEMM): a float32 Gram's
+            # eigenvalue errs by ~eps * the largest, the data-side measure by ~eps^2 * the largest
+            # plus eps times its own size, so weak directions (a few massive activations beside
+            # them) keep their eigenvalue. The rank decision uses the same relative cut-off.
+            lam = jnp.sum(mm(xg, v) ** 2, axis=0)
+            order = jnp.argsort(-lam)
+            lam, v = lam[order], v[:, order]
+            kept = rank_mask(lam, rcond**2)
             class_proj = jnp.where(kept, mm(class_dev, v), 0)
             mean_proj = mm(mean_g, v)  # the basis is complete: nothing of mu is left outside
             mean_null_sq = jnp.zeros((), dtype)

@@ -86,3 +86,22 @@ def test_zoo_rows_are_named_by_the_stored_backbone(tmp_path, capsys):
     files = sorted(str(p) for p in tmp_path.glob("*.npz"))
     assert main(["score", *files, "--scores", "hscore", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"resnet8", "vit2_w64"}
+
+
+def test_score_file_with_regression_targets(tmp_path, capsys):
+    """A feature file with `targets` (regression / multi-label) is scored by LogME's regression
+    form, the same as `jscore.score(features, targets=...)` and the float64 oracle."""
+    from tests.oracles import logme as logme_oracle
+
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=(50, 6)).astype(np.float32)
+    t = np.stack([f @ rng.normal(size=6) + 0.3 * rng.normal(size=50), (f[:, 0] > 0).astype(float)], 1)
+    np.savez(tmp_path / "reg.npz", features=f, targets=t.astype(np.float32))
+    assert main(["score", str(tmp_path / "reg.npz"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"logme"}
+    assert printed["logme"] == pytest.approx(jscore.score(f, targets=t)["logme"], rel=1e-6)
+    assert printed["logme"] == pytest.approx(logme_oracle.logme_regression(f, t.astype(np.float32)), rel=1e-3)
+    np.savez(tmp_path / "bad.npz", features=f, targets=np.where(np.arange(50) == 7, np.nan, t[:, 0]))
+    assert main(["score", str(tmp_path / "bad.npz")]) != 0
+    assert "nan" in capsys.readouterr().err.lower()

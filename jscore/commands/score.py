@@ -11,8 +11,9 @@ import sys
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("files", nargs="*", metavar="FILE.npz",
                    help="feature files with arrays `features` [N, D], `labels` [N], optional `source_probs` "
-                        "or `source_logits` [N, Cs] (as `jscore extract` writes); several files are scored "
-                        "as a zoo and ranked")
+                        "or `source_logits` [N, Cs] (as `jscore extract` writes); or `features` and "
+                        "`targets` [N] / [N, K] (regression or multi-label: LogME's regression form); "
+                        "several files are scored as a zoo and ranked")
     p.add_argument("--demo", action="store_true", help="score a small simulated zoo (no download)")
     p.add_argument("--scores", default="all", help="comma-separated score names (default: all that apply)")
     p.add_argument("--num-classes", type=int, default=None,
@@ -34,8 +35,15 @@ def load_npz(path: str) -> dict:
     except Exception as err:  # a truncated or foreign file
         raise ValueError(f"{path} is not a readable .npz file ({err})") from None
     keys = set(data.files)
+    if "targets" in keys:
+        if "features" not in keys:
+            raise ValueError(f"{path} has `targets` but no `features` array (found: {sorted(keys)})")
+        if "labels" in keys:
+            raise ValueError(f"{path} has both `labels` and `targets`: keep one (labels for classes, "
+                             "targets for regression or multi-label)")
+        return {"features": data["features"], "targets": data["targets"]}
     if "labels" not in keys:
-        raise ValueError(f"{path} has no `labels` array (found: {sorted(keys)})")
+        raise ValueError(f"{path} has no `labels` array (or `targets`) (found: {sorted(keys)})")
     if not keys & {"features", "source_probs", "source_logits"}:
         raise ValueError(f"{path} needs a `features`, `source_probs` or `source_logits` array (found: {sorted(keys)})")
     out = {k: data[k] for k in ("features", "labels", "source_probs", "source_logits") if k in keys}
@@ -91,9 +99,11 @@ def run(args) -> int:
     elif not args.files:
         raise ValueError("give one or more FILE.npz, or --demo")
     else:
+        loaded = [load_npz(path) for path in args.files]
+        if any("targets" in d for d in loaded):
+            return _run_targets(args, loaded)
         models, labels, stored_classes = {}, None, set()
-        for path in args.files:
-            data = load_npz(path)
+        for path, data in zip(args.files, loaded):
             if "num_classes" in data:
                 stored_classes.add(data.pop("num_classes"))
             if labels is not None and len(data["labels"]) != len(labels):
@@ -120,4 +130,25 @@ def run(args) -> int:
     print(format_table(results, quality))
     if args.demo:
         print("\nRank 1 = best. A good score ranks the backbones in the order of `quality`.")
+    return 0
+
+
+def _run_targets(args, loaded) -> int:
+    """Feature files with regression / multi-label `targets`: LogME's regression form per model."""
+    import jscore
+
+    if not all("targets" in d for d in loaded):
+        raise ValueError("either every file has `targets` or none: a zoo is scored on one task")
+    n = {len(d["targets"]) for d in loaded}
+    if len(n) > 1:
+        raise ValueError(f"the files' targets differ in length ({sorted(n)}): a zoo is scored on one dataset")
+    results = {}
+    for path, data in zip(args.files, loaded):
+        results[model_name(path, results)] = jscore.score(data["features"], targets=data["targets"],
+                                                          scores=args.scores, float64=args.float64)
+    if args.json:
+        json.dump(results if len(results) > 1 else next(iter(results.values())), sys.stdout, indent=2)
+        print()
+        return 0
+    print(format_table(results))
     return 0

@@ -116,8 +116,9 @@ def hscore(features, labels, *, num_classes: int, sample_mask=None, feature_mask
       num_classes: C (static). Absent classes contribute 0.
       sample_mask: optional [N] 0/1 weights; masked rows are exactly neutral.
       feature_mask: optional [D] 0/1 weights; masked columns are exactly neutral.
-      rcond: eigenvalues of the covariance below rcond * the largest are treated as zero;
-        default 10 sqrt(max(N, D)) eps(dtype) (see `jscore.stats.default_rcond`).
+      rcond: None (default): the column-equilibrated decomposition refined against the data
+        (accurate in float32 on badly scaled features, see `hscore_from_stats`); a float:
+        eigenvalues of the covariance below rcond * the largest are treated as zero, exactly.
 
     Returns:
       scalar H-score (higher is better).
@@ -126,9 +127,14 @@ def hscore(features, labels, *, num_classes: int, sample_mask=None, feature_mask
       >>> hscore(jnp.array([[0.], [1.], [10.], [11.]]), jnp.array([0, 0, 1, 1]), num_classes=2)
       # = 25 / 25.25 ~= 0.990
 
+    Non-finite features give NaN. With N <= D + 1 the value is C - 1 for any features in general
+    position (`jscore.score` warns).
+
     Differences from the reference code: the pseudo-inverse is taken through the eigendecomposition
-    of the smaller Gram with a numerical-rank cut-off instead of `pinv(rcond=1e-15)`, so the bound
-    C - 1 holds on ill-conditioned (e.g. ViT) features; C is `num_classes`, not max(label) + 1.
+    of the smaller, column-equilibrated Gram and refined against the data, instead of
+    `pinv(rcond=1e-15)` of the float64 covariance, so float32 agrees with the float64 definition on
+    badly scaled features and the bound C - 1 holds on ill-conditioned (e.g. ViT) features; C is
+    `num_classes`, not max(label) + 1.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                        feature_mask=feature_mask, spectrum=rcond is not None, equilibrate=rcond is None)
