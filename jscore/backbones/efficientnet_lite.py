@@ -13,7 +13,7 @@ the same output width.
 
 Padding is TensorFlow's "SAME" (asymmetric at stride 2: the extra row and column go at the bottom
 and right), the padding the weights were trained with; torch-style symmetric padding loses several
-points on real images (measured: docs/zoo_torch.md). BatchNorm eps 1e-3, TF momentum 0.99 (torch
+points on real images (measured: docs/zoo.md). BatchNorm eps 1e-3, TF momentum 0.99 (torch
 momentum 0.01). Dropout (0.2 before the classifier) and drop-connect are not applied: features
 are the pooled embedding, and fine-tuning replaces the head.
 
