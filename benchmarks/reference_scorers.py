@@ -354,6 +354,9 @@ REFERENCES.update({
     "tmi": ("features", tmi),
     "transrate": ("features", transrate),
     "knn": ("features", knn),
+})
+
+
 # ---------------------------------------------------------------------------------------------
 # Issue 9 (second half): SFDA, PACTran, ETran, NCTI, each as its authors' code computes it.
 #

@@ -138,6 +138,41 @@ def check_samples(plan: Plan, num_samples: int, num_classes: int) -> None:
                              f"at least that many samples, got {num_samples}")
 
 
+def fit_all_to_samples(plan: Plan, scores, labels, num_classes: Optional[int]) -> Plan:
+    """With `scores="all"`, leave out (with one warning) the scores this sample cannot serve
+    (k-NN's N > k, TMI's k + 1 per class, NCTI's N > PCA dimensions, N-LEEP's one sample per
+    component), so "all" means every score the inputs allow. A score asked for by name still
+    raises its `ValueError`."""
+    if not (isinstance(scores, str) and scores == "all"):
+        return plan
+    try:
+        y = np.asarray(labels).reshape(-1).astype(np.int64)
+        counts = np.bincount(y[y >= 0])
+    except (TypeError, ValueError):
+        return plan  # validation names the problem
+    present = counts[counts > 0]
+    n, c = y.shape[0], int(num_classes or counts.shape[0])
+    keep, dropped = [], []
+    for name in plan.names:
+        need = min_per_class(name, plan.hp[name])
+        try:
+            if present.size and present.min() < need:
+                raise ValueError(f"needs {need} samples per class, the smallest class has {present.min()}")
+            check_samples(Plan((name,), {name: plan.hp[name]}, need), n, c)
+            keep.append(name)
+        except ValueError as err:
+            dropped.append(f"{name} ({err})")
+    if not dropped:
+        return plan
+    import warnings
+
+    warnings.warn("scores='all' leaves out what this sample cannot serve: " + "; ".join(dropped), UserWarning,
+                  stacklevel=3)
+    combos = tuple(m for m in plan.combos if all(part in keep for part in REGISTRY[m].components))
+    hp = {name: plan.hp[name] for name in keep}
+    return Plan(tuple(keep), hp, max([min_per_class(name, hp[name]) for name in keep] or [1]), combos)
+
+
 def as_float64(array):
     """None stays None; anything else becomes a float64 NumPy array (the `float64=True` path)."""
     return None if array is None else np.asarray(array, np.float64)
@@ -298,6 +333,7 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
                          seed=seed, **options)
     plan = plan_scores(scores, options, have_features=features is not None,
                        have_source=source_probs is not None or source_logits is not None)
+    plan = fit_all_to_samples(plan, scores, labels, num_classes)
     names, hp = plan.names, plan.hp
     v = validate_inputs(features if any(REGISTRY[n].needs == "features" for n in names) else None,
                         labels, source_probs, source_logits=source_logits, num_classes=num_classes,

@@ -107,7 +107,7 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     Returns:
       {model: {score: float}}; a model lacking an input simply lacks the scores that need it.
     """
-    from jscore.api import _freeze, as_float64, check_samples, plan_scores
+    from jscore.api import _freeze, as_float64, check_samples, fit_all_to_samples, plan_scores
 
     if float64:
         from jscore._numerics import float64_scope
@@ -122,6 +122,7 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     have_source = any(m.get("source_probs") is not None or m.get("source_logits") is not None
                       for m in models.values())
     plan = plan_scores(scores, options, have_features=have_features, have_source=have_source, zoo=True)
+    plan = fit_all_to_samples(plan, scores, labels, num_classes)
     names, hp = plan.names, plan.hp
     checked = {}
     for model, inputs in models.items():

@@ -63,3 +63,17 @@ def test_all_means_every_score_whose_inputs_exist():
         "etran_energy", "etran_lda", "ncti_seli", "ncti_ncc", "ncti_vc"}
     probs = np.full((60, 3), 1 / 3)
     assert set(jscore.score(None, labels, source_probs=probs)) == {"nce", "leep", "pac_dirichlet", "pac_gamma"}
+
+
+def test_all_leaves_out_what_a_small_sample_cannot_serve():
+    """N = 40 <= NCTI's 64 PCA dims, classes of 2: "all" drops ncti_* and tmi (k + 1 = 4 per class)
+    with a warning; asked for by name they still raise."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(20), 2)
+    x = rng.normal(size=(20, 8))[labels] + 0.1 * rng.normal(size=(40, 8))
+    with pytest.warns(UserWarning, match="ncti_seli.*tmi|tmi.*ncti_seli"):
+        got = jscore.score(x, labels, scores="all", nleep={"max_dims": 4})
+    assert {"ncti_seli", "ncti_ncc", "ncti_vc", "tmi"}.isdisjoint(got)
+    assert {"hscore", "logme", "knn", "parc"} <= set(got)
+    with pytest.raises(ValueError, match="ncti_seli"):
+        jscore.score(x, labels, scores=["ncti_seli"])

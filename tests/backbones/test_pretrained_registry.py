@@ -39,11 +39,11 @@ def test_registry_files_are_the_published_bytes(shared_models):
 def test_missing_file_names_the_file_and_the_folders(tmp_path, monkeypatch):
     monkeypatch.delenv(MODELS_ENV, raising=False)
     with pytest.raises(FileNotFoundError) as err:
-        find_files("mobilenet_v2_1.0_224_quant", str(tmp_path))
+        find_files("mobilenet_v3_small_1.0_224_quant", str(tmp_path))
     text = str(err.value)
-    assert os.path.join("mobilenet_v2_1.0_224_quant", "mobilenet_v2_1.0_224_quant.tflite") in text
+    assert os.path.join("mobilenet_v3_small_1.0_224_quant", "v3-small_224_1.0_uint8.tflite") in text
     assert str(tmp_path) in text and MODELS_ENV in text
-    assert not is_available("mobilenet_v2_1.0_224_quant", str(tmp_path))
+    assert not is_available("mobilenet_v3_small_1.0_224_quant", str(tmp_path))
 
 
 def test_models_dir_argument_then_environment(tmp_path, monkeypatch):
