@@ -107,12 +107,15 @@ def run_score(ctx: Context, unit: Unit) -> dict:
     f = load_features(ctx.features_path(a["features"]))
     source = f.get("source_probs")
     names = list(a["scores"])
-    if source is None and "all" in ctx.cfg.scores:  # a head known only once read (e.g. hf: ids)
-        from jscore.scorers import REGISTRY
-
-        names = [n for n in names if REGISTRY[n].needs != "source"]
-    values = score(f["features"], f["labels"], source_probs=source, scores=names, num_classes=f["num_classes"],
-                   seed=ctx.cfg.seed, **ctx.cfg.score_options)
+    if "all" in ctx.cfg.scores:
+        # "all" lets `score` choose: the source scores only with a head (known once the features
+        # are read, e.g. for hf: ids), and none that this sample is too small for (a warning says which).
+        values = score(f["features"], f["labels"], source_probs=source, scores="all", num_classes=f["num_classes"],
+                       seed=ctx.cfg.seed, **ctx.cfg.score_options)
+        values = {n: v for n, v in values.items() if n in names}
+    else:
+        values = score(f["features"], f["labels"], source_probs=source, scores=names,
+                       num_classes=f["num_classes"], seed=ctx.cfg.seed, **ctx.cfg.score_options)
     return {"scores": values, "num_examples": int(len(f["labels"])), "num_classes": int(f["num_classes"])}
 
 
