@@ -29,25 +29,25 @@ def x64():
         jax.config.update("jax_enable_x64", previous)
 
 
-SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+SHARED_DATA = os.path.join(SHARED, "data")
+SHARED_MODELS = os.path.join(SHARED, "models")
+
+
+def _shared_folder(path: str, what: str) -> str:
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        pytest.skip(f"shared {what} are not beside this checkout")
+    return path
 
 
 @pytest.fixture
 def shared_data():
     """Path of the real datasets beside the checkout; skips the test when they are absent."""
-    path = os.path.abspath(SHARED_DATA)
-    if not os.path.isdir(path):
-        pytest.skip("shared datasets are not beside this checkout")
-    return path
-
-
-SHARED_MODELS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "models")
+    return _shared_folder(SHARED_DATA, "datasets")
 
 
 @pytest.fixture
 def shared_models():
     """Path of the real checkpoints beside the checkout; skips the test when they are absent."""
-    path = os.path.abspath(SHARED_MODELS)
-    if not os.path.isdir(path):
-        pytest.skip("shared checkpoints are not beside this checkout")
-    return path
+    return _shared_folder(SHARED_MODELS, "checkpoints")
