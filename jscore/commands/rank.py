@@ -51,7 +51,7 @@ def run(args) -> int:
         raw["image_size"] = args.image_size
     if args.models_dir is not None:
         raw["models_dir"] = os.path.abspath(args.models_dir)
-    cfg = from_dict(raw, base_dir=os.getcwd(), source="jscore rank")
+    cfg = from_dict(raw, base_dir=os.getcwd(), source="the command line")
     plan = make_plan(cfg)
     run_plan(plan, progress=not args.no_progress)
     rows = rank_table(plan)
