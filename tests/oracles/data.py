@@ -42,3 +42,11 @@ def source_probs(rng, labels, num_source, strength=2.0):
     logits -= logits.max(axis=1, keepdims=True)
     p = np.exp(logits)
     return p / p.sum(axis=1, keepdims=True)
+
+
+def source_case(case, seed=0):
+    """A source-score grid case `(name, N, C, Cs, imbalance)` -> (probs [N, Cs], labels [N], C)."""
+    _, n, c, cs, imb = case
+    rng = np.random.default_rng(seed)
+    y = class_labels(rng, n, c, imb)
+    return source_probs(rng, y, cs, strength=1.5), y, c

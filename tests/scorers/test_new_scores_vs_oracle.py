@@ -13,7 +13,7 @@ from tests.oracles import etran as etran_oracle
 from tests.oracles import ncti as ncti_oracle
 from tests.oracles import pactran as pactran_oracle
 from tests.oracles import sfda as sfda_oracle
-from tests.oracles.data import class_features, class_labels, source_probs
+from tests.oracles.data import class_features, class_labels, source_case
 from tests.tolerances import SCORE_KIND, assert_close
 
 # (name, N, D, C, imbalance). NCTI projects on 64 principal components: N > 64 + C everywhere.
@@ -100,17 +100,10 @@ def test_feature_scores_float32_through_score(case):
 SOURCE_CASES = [("c=2", 60, 2, 5, 1.0), ("c=5_imbalance9", 200, 5, 10, 9.0), ("cs<c", 120, 10, 4, 1.0)]
 
 
-def _source_case(case, seed=0):
-    _, n, c, cs, imb = case
-    rng = np.random.default_rng(seed)
-    y = class_labels(rng, n, c, imb)
-    return source_probs(rng, y, cs, strength=1.5), y, c
-
-
 @pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
 @pytest.mark.parametrize("name", SOURCE_SCORES)
 def test_source_scores_float64(name, case, x64):
-    p, y, c = _source_case(case)
+    p, y, c = source_case(case)
     got = _engine(name, jnp.asarray(p), jnp.asarray(y), c)
     assert got.dtype == jnp.float64
     assert_close(got, _oracle(name, p, y), np.float64, SCORE_KIND[name])
@@ -118,7 +111,7 @@ def test_source_scores_float64(name, case, x64):
 
 @pytest.mark.parametrize("name", SOURCE_SCORES)
 def test_source_scores_float32(name):
-    p, y, c = _source_case(SOURCE_CASES[1])
+    p, y, c = source_case(SOURCE_CASES[1])
     p32 = p.astype(np.float32)
     got = _engine(name, jnp.asarray(p32), jnp.asarray(y), c)
     assert got.dtype == jnp.float32
@@ -143,7 +136,7 @@ def test_source_scores_float32(name):
 ])
 def test_hyperparameters_float64(name, hp, x64):
     if name.startswith("pac_"):
-        x, y, c = _source_case(SOURCE_CASES[2], seed=3)
+        x, y, c = source_case(SOURCE_CASES[2], seed=3)
     else:
         x, y, c = _case(CASES[0], seed=3, scale=3.0 if name == "etran_energy" else 1.0)
     engine_hp = dict(hp, tol=1e-10) if name == "pactran" else hp
@@ -155,7 +148,7 @@ def test_hyperparameters_float64(name, hp, x64):
 def test_absent_class_is_left_out_float64(name, x64):
     # num_classes = 5 with class 2 absent: the oracle on the labels of the present classes.
     if name.startswith("pac_"):
-        x, y, _ = _source_case(("c=4", 120, 4, 6, 1.0), seed=4)
+        x, y, _ = source_case(("c=4", 120, 4, 6, 1.0), seed=4)
     else:
         x, y, _ = _case(("c=4", 160, 20, 4, 1.0), seed=4)
     y5 = np.where(y == 2, 4, y)
@@ -185,7 +178,7 @@ def test_padded_rows_and_columns_float64(name, x64):
 
 @pytest.mark.parametrize("name", SOURCE_SCORES)
 def test_padded_source_classes_and_rows_float64(name, x64):
-    p, y, c = _source_case(SOURCE_CASES[2], seed=7)
+    p, y, c = source_case(SOURCE_CASES[2], seed=7)
     rng = np.random.default_rng(7)
     pp = np.concatenate([p, rng.dirichlet(np.ones(p.shape[1]), size=5)])
     pp = np.concatenate([pp, np.zeros((len(pp), 3))], axis=1)

@@ -14,7 +14,7 @@ from tests.oracles import leep as leep_oracle
 from tests.oracles import logme as logme_oracle
 from tests.oracles import nce as nce_oracle
 from tests.oracles import reg_hscore as reg_hscore_oracle
-from tests.oracles.data import class_features, class_labels, source_probs
+from tests.oracles.data import class_features, class_labels, source_case
 from tests.tolerances import SCORE_KIND, assert_close
 
 # (name, N, D, C, imbalance, rank_deficient). Separation is set per case so that classes overlap
@@ -128,17 +128,10 @@ SOURCE_CASES = [
 ]
 
 
-def _source_case(case, seed=0):
-    _, n, c, cs, imb = case
-    rng = np.random.default_rng(seed)
-    y = class_labels(rng, n, c, imb)
-    return source_probs(rng, y, cs, strength=1.5), y, c
-
-
 @pytest.mark.parametrize("case", SOURCE_CASES, ids=[c[0] for c in SOURCE_CASES])
 @pytest.mark.parametrize("name", ["leep", "nce"])
 def test_source_scores_float64(name, case, x64):
-    p, y, c = _source_case(case)
+    p, y, c = source_case(case)
     got = _engine(name, jnp.asarray(p, jnp.float64), jnp.asarray(y), c)
     assert got.dtype == jnp.float64
     assert_close(got, _oracle(name, p, y, c, np.float64), np.float64, SCORE_KIND[name])
@@ -147,7 +140,7 @@ def test_source_scores_float64(name, case, x64):
 @pytest.mark.parametrize("case", SOURCE_CASES[1:3], ids=[c[0] for c in SOURCE_CASES[1:3]])
 @pytest.mark.parametrize("name", ["leep", "nce"])
 def test_source_scores_float32(name, case):
-    p, y, c = _source_case(case)
+    p, y, c = source_case(case)
     p32 = p.astype(np.float32)
     got = _engine(name, jnp.asarray(p32), jnp.asarray(y), c)
     assert got.dtype == jnp.float32
