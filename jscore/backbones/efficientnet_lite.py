@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jscore.backbones.base import Backbone, Preprocess
+from jscore.backbones.depthwise import DepthwiseConv
 from jscore.backbones.torch_checkpoint import read_state_dict
 from jscore.backbones.torch_convert import StateDict, make_backbone
 
@@ -69,8 +70,7 @@ class MBConvLite(nn.Module):
         y = x
         if mid != cin:
             y = nn.relu6(bn("bn0")(nn.Conv(mid, (1, 1), use_bias=False, name="expand_conv")(y)))
-        y = nn.Conv(mid, (k, k), (s, s), padding=_pad(k, self.padding), feature_group_count=mid, use_bias=False,
-                    name="depthwise_conv")(y)
+        y = DepthwiseConv((k, k), (s, s), padding=_pad(k, self.padding), name="depthwise_conv")(y)
         y = nn.relu6(bn("bn1")(y))
         y = bn("bn2")(nn.Conv(cout, (1, 1), use_bias=False, name="project_conv")(y))
         if s == 1 and cin == cout:

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jscore.backbones.base import Backbone, Preprocess
+from jscore.backbones.depthwise import DepthwiseConv
 from jscore.backbones.torch_checkpoint import read_state_dict
 from jscore.backbones.torch_convert import StateDict, make_backbone
 
@@ -57,8 +58,7 @@ class MBInvertedConv(nn.Module):
         if expand:
             y = act(bn("inverted_bottleneck_bn")(nn.Conv(mid, (1, 1), use_bias=False, name="inverted_bottleneck")(y)))
         p = k // 2
-        y = nn.Conv(mid, (k, k), (s, s), padding=((p, p), (p, p)), feature_group_count=mid, use_bias=False,
-                    name="depth_conv")(y)
+        y = DepthwiseConv((k, k), (s, s), padding=((p, p), (p, p)), name="depth_conv")(y)
         y = act(bn("depth_conv_bn")(y))
         y = bn("point_linear_bn")(nn.Conv(cout, (1, 1), use_bias=False, name="point_linear")(y))
         return x + y if shortcut else y

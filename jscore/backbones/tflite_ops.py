@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jscore.backbones.depthwise import depthwise_conv
+
 # TFLite's ActivationFunctionType values (schema.fbs), as names.
 ACTIVATIONS = ("NONE", "RELU", "RELU_N1_TO_1", "RELU6", "TANH", "SIGN_BIT")
 
@@ -77,9 +79,7 @@ def depthwise_conv_2d(x, kernel, bias=None, *, strides: Tuple[int, int] = (1, 1)
     channels = x.shape[-1]
     if kernel.shape[-1] % channels:
         raise ValueError(f"depthwise kernel has {kernel.shape[-1]} outputs, not a multiple of {channels} inputs")
-    y = lax.conv_general_dilated(x, kernel, tuple(strides), _padding(padding), rhs_dilation=tuple(dilation),
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels,
-                                 precision=_HIGHEST)
+    y = depthwise_conv(x, kernel, strides=tuple(strides), padding=_padding(padding), dilation=tuple(dilation))
     if bias is not None:
         y = y + bias
     return fused_activation(y, activation)

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jscore.backbones.base import Backbone, Preprocess
+from jscore.backbones.depthwise import DepthwiseConv
 
 
 class _Head(nn.Module):
@@ -125,11 +126,11 @@ class _InvertedResidual(nn.Module):
     def __call__(self, x, train: bool):
         norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)
         c = x.shape[-1]
-        y = nn.relu6(norm()(nn.Conv(c * self.expand, (1, 1), use_bias=False, dtype=self.dtype)(x)))
-        y = nn.Conv(c * self.expand, (3, 3), (self.stride, self.stride), feature_group_count=c * self.expand,
-                    use_bias=False, dtype=self.dtype)(y)
+        y = nn.relu6(norm()(nn.Conv(c * self.expand, (1, 1), use_bias=False, dtype=self.dtype, name="Conv_0")(x)))
+        y = DepthwiseConv((3, 3), (self.stride, self.stride), padding="SAME", dtype=self.dtype,
+                          name="Conv_1")(y)
         y = nn.relu6(norm()(y))
-        y = norm()(nn.Conv(self.width, (1, 1), use_bias=False, dtype=self.dtype)(y))
+        y = norm()(nn.Conv(self.width, (1, 1), use_bias=False, dtype=self.dtype, name="Conv_2")(y))
         if self.stride == 1 and c == self.width:
             return x + y
         return y

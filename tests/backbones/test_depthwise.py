@@ -1,0 +1,100 @@
+"""Depthwise convolution (jscore.backbones.depthwise) against a direct float64 NumPy loop."""
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+
+from jscore.backbones.depthwise import DepthwiseConv, depthwise_conv  # noqa: E402
+
+
+def oracle(x, kernel, strides, pads, dilation):
+    """Direct definition: out[b, i, j, k] = sum_{u, v} xpad[b, i*s + u*d, j*s + v*d, k // M] w[u, v, 0, k]."""
+    x = np.asarray(x, np.float64)
+    w = np.asarray(kernel, np.float64)
+    (pt, pb), (pl, pr) = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    kh, kw, _, outputs = w.shape
+    mult = outputs // x.shape[-1]
+    (sh, sw), (dh, dw) = strides, dilation
+    oh = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[2] - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((x.shape[0], oh, ow, outputs))
+    for k in range(outputs):
+        for i in range(oh):
+            for j in range(ow):
+                patch = xp[:, i * sh:i * sh + (kh - 1) * dh + 1:dh, j * sw:j * sw + (kw - 1) * dw + 1:dw, k // mult]
+                out[:, i, j, k] = (patch * w[:, :, 0, k]).sum(axis=(1, 2))
+    return out
+
+
+def same_pads(size, k, s, d):
+    out = -(-size // s)
+    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("shape,k,strides,dilation,mult", [
+    ((2, 9, 9, 3), 3, (1, 1), (1, 1), 1),
+    ((2, 10, 7, 4), 3, (2, 2), (1, 1), 1),   # even height, odd width: SAME pads (0, 1) and (1, 1)
+    ((1, 11, 11, 2), 5, (2, 1), (1, 1), 2),  # 5x5 (EfficientNet), channel multiplier 2
+    ((1, 8, 8, 3), 3, (1, 1), (2, 2), 1),    # dilated
+])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "explicit"])
+def test_matches_direct_definition(shape, k, strides, dilation, mult, padding):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape).astype(np.float32)
+    w = rng.normal(size=(k, k, 1, shape[-1] * mult)).astype(np.float32)
+    if padding == "SAME":
+        pads = (same_pads(shape[1], k, strides[0], dilation[0]), same_pads(shape[2], k, strides[1], dilation[1]))
+    elif padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        pads = padding = ((k // 2, k // 2 + 1), (1, 0))
+    want = oracle(x, w, strides, pads, dilation)
+    for method in ("shifted", "lax"):
+        got = np.asarray(depthwise_conv(x, w, strides=strides, padding=padding, dilation=dilation, method=method))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=method)
+
+
+def test_hand_checkable_case():
+    # One channel, 3x3 input 1..9, 2x2 kernel of ones, VALID: each output is a 2x2 window sum.
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    w = np.ones((2, 2, 1, 1), np.float32)
+    got = np.asarray(depthwise_conv(x, w, padding="VALID", method="shifted"))[0, :, :, 0]
+    np.testing.assert_array_equal(got, [[12, 16], [24, 28]])
+
+
+def test_gradients_agree_with_library_convolution():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 8, 8, 4)).astype(np.float32)
+    w = rng.normal(size=(3, 3, 1, 4)).astype(np.float32)
+
+    def loss(method):
+        return lambda x, w: (depthwise_conv(x, w, strides=(2, 2), method=method) ** 2).sum()
+
+    gs = jax.grad(loss("shifted"), argnums=(0, 1))(x, w)
+    gl = jax.grad(loss("lax"), argnums=(0, 1))(x, w)
+    for a, b in zip(gs, gl):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+
+
+def test_flax_layer_has_conv_layout():
+    import flax.linen as nn
+
+    x = np.random.default_rng(2).normal(size=(1, 6, 6, 5)).astype(np.float32)
+    ours = DepthwiseConv((3, 3), (2, 2))
+    ref = nn.Conv(5, (3, 3), (2, 2), feature_group_count=5, use_bias=False)
+    params = ours.init(jax.random.PRNGKey(0), x)
+    assert jax.tree_util.tree_map(np.shape, params) == jax.tree_util.tree_map(np.shape, ref.init(jax.random.PRNGKey(0), x))
+    np.testing.assert_allclose(np.asarray(ours.apply(params, x)), np.asarray(ref.apply(params, x)), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_kernel_and_padding_raise():
+    x = np.zeros((1, 4, 4, 3), np.float32)
+    with pytest.raises(ValueError, match="does not fit 3 input channels"):
+        depthwise_conv(x, np.zeros((3, 3, 1, 4), np.float32))
+    with pytest.raises(ValueError, match="padding must be"):
+        depthwise_conv(x, np.zeros((3, 3, 1, 3), np.float32), padding="FULL", method="shifted")
+    with pytest.raises(ValueError, match="method must be"):
+        depthwise_conv(x, np.zeros((3, 3, 1, 3), np.float32), method="fast")
