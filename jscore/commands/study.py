@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan (units per stage, done, cost) and stop")
     p.add_argument("--out", help="output folder (default: the config's `out`; for --demo ./jscore-demo)")
     p.add_argument("--models-dir", help="folder of the pretrained model files (passed to the backbones)")
+    p.add_argument("--stages", default=None,
+                   help="comma-separated stages to run, of extract,score,truth,evaluate (default: all, in order)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first and divide the units over the processes")
@@ -73,19 +75,30 @@ def run(args) -> int:
     import jax
 
     from jscore.study import run_plan
+    from jscore.study.plan import STAGES
 
+    stages = STAGES
+    if args.stages:
+        stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        unknown = [x for x in stages if x not in STAGES]
+        if unknown or not stages:
+            raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
+        stages = tuple(x for x in STAGES if x in stages)  # always in plan order
+    from jscore.study.runner import check_data
+
+    check_data(plan, stages)  # a missing dataset fails here, before any work, unless its units are all done
     t0 = time.perf_counter()
     first = jax.process_index() == 0
     if first:
         print(f"study {cfg.name!r}: {sum(len(u) for u in plan.units.values())} units; output {cfg.out}",
               file=sys.stderr)
-    ran = run_plan(plan, progress=not args.no_progress)
+    ran = run_plan(plan, stages=stages, progress=not args.no_progress)
     if not first:
         return 0
     done = ", ".join(f"{s} {n}" for s, n in ran.items())
     print(f"ran {done} unit(s) in {time.perf_counter() - t0:.1f} s (the rest were done already)", file=sys.stderr)
     evaluate = plan.units.get("evaluate", [])
-    if evaluate:
+    if evaluate and plan.is_done(evaluate[0]):
         _print_results(plan, plan.read_record(evaluate[0]))
     sys.stdout.flush()
     return 0

@@ -47,6 +47,11 @@ class DatasetSpec:
     val: str = "val"
     test: str = "test"
     extra_tests: tuple = ()  # ((name, spec, split), ...)
+    max_examples: tuple = ()  # ((split, n), ...): a class-stratified subset of at most n images of that split
+
+    def limit(self, split: str):
+        """The image budget of `split` (None: every image)."""
+        return dict(self.max_examples).get(split)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,8 @@ class GroundTruth:
     fine-tuning on the images ("finetune"), or none (a scores-only study, as `jscore rank`)."""
 
     recipe: str = "probe"
+    name: str = ""  # how tables and unit ids name it; defaults to the recipe
+    datasets: tuple = ()  # the dataset names it covers; empty: every dataset
     search: str = "halton:4"
     seeds: tuple = (0,)
     epochs: int = 20
@@ -65,13 +72,17 @@ class GroundTruth:
     truth: str = "balanced_accuracy"
     augment: bool = True  # finetune only
 
+    def covers(self, dataset: str) -> bool:
+        return not self.datasets or dataset in self.datasets
+
     def describe(self) -> str:
         if self.recipe == "none":
             return "none"
         what = "linear probe on cached features" if self.recipe == "probe" else "full fine-tuning"
         return (f"{what}, search {self.search} (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd "
                 f"{self.wd_range[0]:g}..{self.wd_range[1]:g}), {self.epochs} epochs, batch {self.batch_size}, "
-                f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}")
+                f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}"
+                + (f"; datasets {list(self.datasets)}" if self.datasets else ""))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +100,34 @@ class StudyConfig:
     batch_size: int = 64
     bootstrap: int = 1000
     models_dir: Optional[str] = None
-    ground_truth: GroundTruth = GroundTruth()
+    ground_truth: GroundTruth = GroundTruth()  # the primary ground truth (the first one)
     name: str = "study"
     source: str = "<dict>"
+    written: dict = dataclasses.field(default_factory=dict)  # resolved path -> as the file writes it
+    ground_truths: tuple = ()  # every ground truth, the primary first
+
+    def truths(self) -> tuple:
+        return self.ground_truths or (self.ground_truth,)
+
+    def truth_named(self, name: str) -> GroundTruth:
+        return next(g for g in self.truths() if g.name == name)
+
+
+def missing_data(specs) -> list:
+    """The dataset specs among `specs` that are not found on this machine."""
+    return sorted({s for s in specs if not _dataset_exists(s)})
+
+
+def portable(path_or_spec: Optional[str], cfg: "StudyConfig") -> Optional[str]:
+    """A path or dataset spec as the config file writes it: what unit keys record, so that a
+    study's records stay valid when the study moves to another machine with the same layout
+    (relative paths), while an absolute path stays what it is."""
+    return cfg.written.get(path_or_spec, path_or_spec)
 
 
 _TOP = {"name", "out", "datasets", "backbones", "scores", "score_options", "score_split", "image_size", "seed",
         "batch_size", "bootstrap", "models_dir", "ground_truth"}
-_DATASET = {"name", "data", "train", "val", "test", "extra_tests"}
+_DATASET = {"name", "data", "train", "val", "test", "extra_tests", "max_examples"}
 _BACKBONE = {"name", "num_source_classes", "weights"}
 _GT = {f.name for f in dataclasses.fields(GroundTruth)}
 
@@ -141,6 +172,7 @@ def _dataset_exists(spec: str) -> bool:
 def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> StudyConfig:
     """Build and check a `StudyConfig` from the parsed TOML table (see `load_config`)."""
     where = source
+    written = {}
     _check_keys(raw, _TOP, where)
     for key in ("datasets", "backbones"):
         if key not in raw or not raw[key]:
@@ -158,20 +190,29 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
             if key not in d:
                 raise ValueError(f"{w}: missing {key!r}")
         data = _resolve_spec(_typed(d["data"], str, w, "data"), base_dir)
-        if not _dataset_exists(data):
-            raise ValueError(f"{w}: dataset {d['name']!r} not found: {data}")
+        written[data] = d["data"]
+        # A missing dataset is an error only when a unit that reads it is still to run (the
+        # runner checks): a finished study's records reproduce its report without the data.
         extras = []
         for ename, espec in (d.get("extra_tests") or {}).items():
             espec = _typed(espec, str, w, f"extra_tests.{ename}")
             spec, _, split = espec.rpartition("@") if "@" in espec else (espec, "", "test")
+            written[_resolve_spec(spec, base_dir)] = spec
             spec = _resolve_spec(spec, base_dir)
             if ename in ("train", "val", "test"):
                 raise ValueError(f"{w}: extra test name {ename!r} is reserved")
-            if not _dataset_exists(spec):
-                raise ValueError(f"{w}: extra test set {ename!r} not found: {spec}")
             extras.append((ename, spec, split or "test"))
-        datasets.append(DatasetSpec(_typed(d["name"], str, w, "name"), data,
-                                    *(str(d.get(k, k)) for k in ("train", "val", "test")), tuple(extras)))
+        limits = d.get("max_examples", {})
+        if not isinstance(limits, dict):
+            raise ValueError(f"{w}: max_examples must be a table {{split = N, ...}}, got {limits!r}")
+        splits = [str(d.get(k, k)) for k in ("train", "val", "test")]
+        for split, n in limits.items():
+            if split not in splits:
+                raise ValueError(f"{w}: max_examples names split {split!r}, not one of this dataset's {splits}")
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{w}: max_examples.{split} must be a positive integer, got {n!r}")
+        datasets.append(DatasetSpec(_typed(d["name"], str, w, "name"), data, *splits, tuple(extras),
+                                    tuple(sorted(limits.items()))))
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         raise _err(where, f"dataset names repeat: {names}")
@@ -188,6 +229,7 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
             raise ValueError(f"{w}: missing 'name'")
         weights = b.get("weights")
         if weights is not None and not os.path.isabs(weights):
+            written[os.path.normpath(os.path.join(base_dir, weights))] = weights
             weights = os.path.normpath(os.path.join(base_dir, weights))
         backbones.append(BackboneSpec(_typed(b["name"], str, w, "name"), b.get("num_source_classes"), weights))
     bnames = [b.name for b in backbones]
@@ -195,25 +237,21 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
         raise _err(where, f"backbone names repeat: {bnames}")
 
     gt_raw = raw.get("ground_truth", {})
-    _check_keys(gt_raw, _GT, f"{where}: [ground_truth]")
-    gt_kw = dict(gt_raw)
-    for key in ("seeds", "lr_range", "wd_range"):
-        if key in gt_kw:
-            gt_kw[key] = tuple(gt_kw[key])
-    gt = GroundTruth(**gt_kw)
-    w = f"{where}: [ground_truth]"
-    if gt.recipe not in RECIPES:
-        raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
-    if gt.truth not in TRUTHS:
-        raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
-    if gt.select_by not in SELECT_BY:
-        raise ValueError(f"{w}: select_by must be one of {SELECT_BY}, got {gt.select_by!r}")
-    if not gt.seeds or gt.epochs < 1 or gt.batch_size < 1:
-        raise ValueError(f"{w}: seeds must be non-empty, epochs and batch_size >= 1")
-    if gt.recipe != "none":
-        from jscore.finetune.search import parse_search
-
-        parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
+    many = isinstance(gt_raw, list)
+    truths = []
+    for i, table in enumerate(gt_raw if many else [gt_raw]):
+        w = f"{where}: ground_truth[{i}]" if many else f"{where}: [ground_truth]"
+        if not isinstance(table, dict):
+            raise ValueError(f"{w}: must be a table")
+        truths.append(_ground_truth(table, w, [d.name for d in datasets]))
+    if not truths:
+        raise _err(where, "ground_truth is an empty array: give at least one [[ground_truth]] table")
+    names = [g.name for g in truths]
+    if len(set(names)) != len(names):
+        raise _err(where, f"ground truth names repeat: {names} (give each [[ground_truth]] a distinct name)")
+    if any(g.recipe == "none" for g in truths) and len(truths) > 1:
+        raise _err(where, "recipe = 'none' (no ground truth) cannot be combined with other ground truths")
+    gt = truths[0]
 
     scores = raw.get("scores", "all")
     scores = tuple(s.strip() for s in scores.split(",")) if isinstance(scores, str) else tuple(scores)
@@ -221,12 +259,14 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
     out = out if os.path.isabs(out) else os.path.normpath(os.path.join(base_dir, out))
     models_dir = raw.get("models_dir")
     if models_dir is not None and not os.path.isabs(models_dir):
+        written[os.path.normpath(os.path.join(base_dir, models_dir))] = models_dir
         models_dir = os.path.normpath(os.path.join(base_dir, models_dir))
     cfg = StudyConfig(
         datasets=tuple(datasets), backbones=tuple(backbones), out=out, scores=scores,
         score_options=dict(raw.get("score_options", {})), score_split=str(raw.get("score_split", "train")),
         image_size=raw.get("image_size"), seed=int(raw.get("seed", 0)), batch_size=int(raw.get("batch_size", 64)),
-        bootstrap=int(raw.get("bootstrap", 1000)), models_dir=models_dir, ground_truth=gt,
+        bootstrap=int(raw.get("bootstrap", 1000)), models_dir=models_dir, ground_truth=gt, ground_truths=tuple(truths),
+        written=written,
         name=str(raw.get("name", os.path.splitext(os.path.basename(source))[0] or "study")), source=source,
     )
     check_scores(cfg)
@@ -235,6 +275,36 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
     if cfg.bootstrap < 1 or cfg.batch_size < 1:
         raise _err(where, "bootstrap and batch_size must be >= 1")
     return cfg
+
+
+def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
+    """One [ground_truth] table -> `GroundTruth`, checked."""
+    _check_keys(table, _GT, w)
+    kw = dict(table)
+    for key in ("seeds", "lr_range", "wd_range", "datasets"):
+        if key in kw:
+            if not isinstance(kw[key], list):
+                raise ValueError(f"{w}: {key} must be an array, got {kw[key]!r}")
+            kw[key] = tuple(kw[key])
+    gt = GroundTruth(**kw)
+    if not gt.name:
+        gt = dataclasses.replace(gt, name=gt.recipe)
+    if gt.recipe not in RECIPES:
+        raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
+    if gt.truth not in TRUTHS:
+        raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
+    if gt.select_by not in SELECT_BY:
+        raise ValueError(f"{w}: select_by must be one of {SELECT_BY}, got {gt.select_by!r}")
+    if not gt.seeds or gt.epochs < 1 or gt.batch_size < 1:
+        raise ValueError(f"{w}: seeds must be non-empty, epochs and batch_size >= 1")
+    unknown = [d for d in gt.datasets if d not in dataset_names]
+    if unknown:
+        raise ValueError(f"{w}: datasets {unknown} are not datasets of this study ({dataset_names})")
+    if gt.recipe != "none":
+        from jscore.finetune.search import parse_search
+
+        parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
+    return gt
 
 
 def has_source_head(spec: BackboneSpec) -> Optional[bool]:

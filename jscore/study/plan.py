@@ -20,7 +20,7 @@ import os
 import re
 from typing import Dict, List, Optional
 
-from jscore.study.config import StudyConfig, has_source_head, scores_for
+from jscore.study.config import StudyConfig, has_source_head, portable, scores_for
 
 STAGES = ("extract", "score", "truth", "evaluate")
 PLAN_VERSION = 1
@@ -53,9 +53,21 @@ def _unit(stage: str, parts, deps: dict, args: dict) -> Unit:
 
 
 def backbone_deps(cfg: StudyConfig, spec) -> dict:
-    """Everything that decides a backbone's weights and inputs."""
-    return {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": spec.weights,
-            "image_size": cfg.image_size, "init_seed": cfg.seed, "models_dir": cfg.models_dir}
+    """Everything that decides a backbone's weights and inputs. Not where its files are found
+    (`models_dir`): a published checkpoint is its name (its bytes are fixed by their sha256)."""
+    return {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": portable(spec.weights, cfg),
+            "image_size": cfg.image_size, "init_seed": cfg.seed}
+
+
+def data_deps(cfg: StudyConfig, d, spec: str, split: str) -> dict:
+    """What decides the images of one split: the dataset (its path relative to the config file),
+    the split, and the subset budget of that split."""
+    deps = {"data": portable(spec, cfg), "split": split}
+    limit = d.limit(split) if spec == d.data else None
+    if limit is not None:
+        deps["max_examples"] = limit
+        deps["subset_seed"] = cfg.seed
+    return deps
 
 
 @dataclasses.dataclass
@@ -88,7 +100,7 @@ class Plan:
 def _splits(cfg: StudyConfig, d) -> List[tuple]:
     """(split name in the study, dataset spec, split in the dataset) that the plan extracts."""
     out = [("score", d.data, cfg.score_split)]
-    if cfg.ground_truth.recipe == "probe":
+    if any(g.recipe == "probe" and g.covers(d.name) for g in cfg.truths()):
         out += [("train", d.data, d.train), ("val", d.data, d.val), ("test", d.data, d.test)]
         out += [(name, spec, split) for name, spec, split in d.extra_tests]
     seen, unique = set(), []
@@ -103,7 +115,8 @@ def make_plan(cfg: StudyConfig) -> Plan:
     """Every unit of `cfg` with its key (no file is read or written)."""
     from jscore.finetune.search import parse_search
 
-    gt = cfg.ground_truth
+    truths = [g for g in cfg.truths() if g.recipe != "none"]
+    several = len(truths) > 1
     units: Dict[str, List[Unit]] = {s: [] for s in STAGES}
     extract_of = {}  # (dataset, backbone, spec, split) -> unit
     score_units, truth_units = [], []
@@ -112,8 +125,9 @@ def make_plan(cfg: StudyConfig) -> Plan:
             bdeps = backbone_deps(cfg, b)
             for role, spec, split in _splits(cfg, d):
                 u = _unit("extract", ["extract", d.name, b.name, split if spec == d.data else f"{role}-{split}"],
-                          {"backbone": bdeps, "data": spec, "split": split},
-                          {"dataset": d.name, "backbone": b.name, "data": spec, "split": split})
+                          {"backbone": bdeps, **data_deps(cfg, d, spec, split)},
+                          {"dataset": d.name, "backbone": b.name, "data": spec, "split": split,
+                           "max_examples": d.limit(split) if spec == d.data else None})
                 units["extract"].append(u)
                 extract_of[(d.name, b.name, spec, split)] = u
             src = extract_of[(d.name, b.name, d.data, cfg.score_split)]
@@ -124,39 +138,52 @@ def make_plan(cfg: StudyConfig) -> Plan:
                       {"dataset": d.name, "backbone": b.name, "features": src.id, "scores": list(names)})
             units["score"].append(u)
             score_units.append(u)
-            if gt.recipe == "none":
-                continue
-            points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
-            recipe = {k: v for k, v in dataclasses.asdict(gt).items() if k not in ("seeds", "search", "truth", "select_by")}
-            if gt.recipe == "probe":
-                inputs = {role: extract_of[(d.name, b.name, spec, split)].key
-                          for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
-                                                    ("test", d.data, d.test)] + list(d.extra_tests)}
-                recipe.pop("augment")
-                feature_ids = {role: extract_of[(d.name, b.name, spec, split)].id
-                               for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
-                                                         ("test", d.data, d.test)] + list(d.extra_tests)}
-            else:
-                inputs = {"backbone": bdeps, "data": d.data, "splits": [d.train, d.val, d.test],
-                          "extra_tests": [list(e) for e in d.extra_tests]}
-                feature_ids = None
-            for seed in gt.seeds:
-                for i, p in enumerate(points):
-                    u = _unit("truth", ["truth", d.name, b.name, f"p{i:03d}", f"s{seed}"],
-                              {"inputs": inputs, "recipe": recipe, "learning_rate": p.learning_rate,
-                               "weight_decay": p.weight_decay, "seed": seed},
-                              {"dataset": d.name, "backbone": b.name, "features": feature_ids,
-                               "learning_rate": p.learning_rate, "weight_decay": p.weight_decay, "seed": seed})
-                    units["truth"].append(u)
-                    truth_units.append(u)
-    if gt.recipe != "none":
+            for gt in truths:
+                if gt.covers(d.name):
+                    _truth_units(cfg, gt, several, d, b, bdeps, extract_of, units, truth_units)
+    # Cheap ground truths first (a probe trains on cached features in seconds; fine-tuning takes
+    # minutes per run), so their results are complete long before a fine-tuning sweep is.
+    units["truth"].sort(key=lambda u: cfg.truth_named(u.args["truth"]).recipe == "finetune")
+    if truths:
         units["evaluate"].append(_unit(
             "evaluate", ["evaluate"],
             {"scores": sorted(u.key for u in score_units), "truth": sorted(u.key for u in truth_units),
-             "bootstrap": cfg.bootstrap, "seed": cfg.seed, "select_by": gt.select_by, "truth_column": gt.truth,
+             "bootstrap": cfg.bootstrap, "seed": cfg.seed,
+             "truths": [[g.name, g.select_by, g.truth] for g in truths],
              "datasets": [d.name for d in cfg.datasets], "backbones": [b.name for b in cfg.backbones]},
             {}))
     return Plan(cfg, units)
+
+
+def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, units: dict, truth_units: list) -> None:
+    """The ground-truth units of one (ground truth, dataset, backbone): search points x seeds."""
+    from jscore.finetune.search import parse_search
+
+    points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
+    recipe = {k: v for k, v in dataclasses.asdict(gt).items()
+              if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")}
+    if gt.recipe == "probe":
+        inputs = {role: extract_of[(d.name, b.name, spec, split)].key
+                  for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
+                                            ("test", d.data, d.test)] + list(d.extra_tests)}
+        recipe.pop("augment")
+        feature_ids = {role: extract_of[(d.name, b.name, spec, split)].id
+                       for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
+                                                 ("test", d.data, d.test)] + list(d.extra_tests)}
+    else:
+        inputs = {"backbone": bdeps, "splits": [data_deps(cfg, d, d.data, s) for s in (d.train, d.val, d.test)],
+                  "extra_tests": [[n, portable(sp, cfg), sl] for n, sp, sl in d.extra_tests]}
+        feature_ids = None
+    prefix = ["truth", gt.name] if several else ["truth"]
+    for seed in gt.seeds:
+        for i, p in enumerate(points):
+            u = _unit("truth", prefix + [d.name, b.name, f"p{i:03d}", f"s{seed}"],
+                      {"inputs": inputs, "recipe": recipe, "learning_rate": p.learning_rate,
+                       "weight_decay": p.weight_decay, "seed": seed},
+                      {"dataset": d.name, "backbone": b.name, "features": feature_ids, "truth": gt.name,
+                       "learning_rate": p.learning_rate, "weight_decay": p.weight_decay, "seed": seed})
+            units["truth"].append(u)
+            truth_units.append(u)
 
 
 # Rough seconds per unit on a 2-core CPU when no record of the stage exists yet (the estimate
@@ -185,7 +212,7 @@ def estimate(plan: Plan) -> Dict[str, dict]:
                     pass
         per = sum(times) / len(times) if times else _DEFAULT_COST[stage]
         if stage == "truth" and plan.config.ground_truth.recipe == "finetune" and not times:
-            per = 60.0 * plan.config.ground_truth.epochs / 10
+            per = 60.0 * plan.config.ground_truth.epochs / 10  # a guess until a record exists
         out[stage] = {"units": len(units), "done": done, "todo": len(units) - done,
                       "estimate_s": round(per * (len(units) - done), 1), "per_unit_s": round(per, 2)}
     return out
@@ -197,7 +224,7 @@ def format_plan(plan: Plan) -> str:
     est = estimate(plan)
     lines = [f"study {cfg.name!r}: {len(cfg.datasets)} dataset(s) x {len(cfg.backbones)} backbone(s); "
              f"output {cfg.out}",
-             f"ground truth: {cfg.ground_truth.describe()}",
+             *[f"ground truth {g.name!r}: {g.describe()}" for g in cfg.truths()],
              f"{'stage':<10}{'units':>7}{'done':>7}{'todo':>7}{'est. s':>10}"]
     for stage, e in est.items():
         if e["units"]:

@@ -64,6 +64,17 @@ class Context:
             self._backbones[name] = (bb, init_variables(bb, self.cfg.seed))
         return self._backbones[name]
 
+    def open_split(self, spec: str, split: str, max_examples=None):
+        """One split of a dataset, cut to its class-stratified budget when it has one."""
+        from jscore.data import open_dataset
+
+        ds = open_dataset(spec, split)
+        if max_examples is not None:
+            from jscore.data.subset import stratified_subset
+
+            ds = stratified_subset(ds, int(max_examples), seed=self.cfg.seed)
+        return ds
+
     def features_dir(self) -> str:
         return os.path.join(self.cfg.out, "features")
 
@@ -85,12 +96,11 @@ def count_params(variables) -> int:
 
 
 def run_extract(ctx: Context, unit: Unit) -> dict:
-    from jscore.data import open_dataset
     from jscore.features import extract, load_features
 
     a = unit.args
     bb, variables = ctx.backbone(a["backbone"])
-    ds = open_dataset(a["data"], a["split"])
+    ds = ctx.open_split(a["data"], a["split"], a.get("max_examples"))
     path = extract(bb, ds, ctx.features_dir(), variables=variables, batch_size=ctx.cfg.batch_size, progress=False)
     meta = load_features(path)["metadata"]
     return {"path": os.path.relpath(path, ctx.cfg.out), "num_examples": meta["num_examples"],
@@ -119,10 +129,14 @@ def run_score(ctx: Context, unit: Unit) -> dict:
     return {"scores": values, "num_examples": int(len(f["labels"])), "num_classes": int(f["num_classes"])}
 
 
+def _truth_of(ctx: Context, a: dict):
+    return ctx.cfg.truth_named(a.get("truth") or ctx.cfg.ground_truth.name)
+
+
 def _train_config(ctx: Context, a: dict):
     from jscore.finetune.train import TrainConfig
 
-    gt = ctx.cfg.ground_truth
+    gt = _truth_of(ctx, a)
     return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
                        batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
                        augment=gt.augment, seed=a["seed"])
@@ -134,7 +148,7 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
     from jscore.finetune.loop import fit
 
     a = unit.args
-    gt = ctx.cfg.ground_truth
+    gt = _truth_of(ctx, a)
     d = next(x for x in ctx.cfg.datasets if x.name == a["dataset"])
     config = _train_config(ctx, a)
     devices = jax.local_devices()
@@ -152,7 +166,6 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
         result = fit(feature_backbone(train.inputs.shape[1]), {}, train, val, tests, num_classes,
                      probe_config(config), identity_input_fn, devices=devices[:1])
     else:
-        from jscore.data import open_dataset
         from jscore.finetune.data import load_split
         from jscore.finetune.train import image_input_fn
 
@@ -162,7 +175,7 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
         named = [("train", d.data, d.train), ("val", d.data, d.val), ("test", d.data, d.test)] + list(d.extra_tests)
         loaded = {}
         for role, spec, split in named:
-            ds = open_dataset(spec, split)
+            ds = ctx.open_split(spec, split, d.limit(split) if spec == d.data else None)
             num_classes = ds.num_classes if role == "train" else num_classes
             loaded[role] = load_split(ds, load_size)
         train, val = loaded.pop("train"), loaded.pop("val")
@@ -219,6 +232,40 @@ def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float =
         time.sleep(poll_s)
 
 
+def data_needed(plan: Plan, stages=STAGES) -> dict:
+    """{dataset spec: first unfinished unit id that reads it} over `stages` (probe ground truth
+    and scores read cached features, not images)."""
+    needed = {}
+    for stage in stages:
+        for u in plan.units.get(stage, []):
+            if stage == "extract":
+                specs = [u.args["data"]]
+            elif stage == "truth" and u.args.get("features") is None:
+                d = next(x for x in plan.config.datasets if x.name == u.args["dataset"])
+                specs = [d.data] + [spec for _, spec, _ in d.extra_tests]
+            else:
+                continue
+            if any(s not in needed for s in specs) and not plan.is_done(u):
+                for s in specs:
+                    needed.setdefault(s, u.id)
+    return needed
+
+
+def check_data(plan: Plan, stages=STAGES) -> None:
+    """Raise one ValueError naming every dataset that an unfinished unit needs and that is not
+    on this machine (a finished study reproduces its report without its data)."""
+    from jscore.study.config import missing_data
+
+    needed = data_needed(plan, stages)
+    missing = missing_data(needed)
+    if missing:
+        names = {d.data: d.name for d in plan.config.datasets}
+        for d in plan.config.datasets:
+            names.update({spec: f"{d.name} (extra test {n})" for n, spec, _ in d.extra_tests})
+        raise ValueError(f"{plan.config.source}: dataset(s) not found, needed by unfinished units: "
+                         + "; ".join(f"{names.get(s, s)}: {s} (e.g. unit {needed[s]})" for s in missing))
+
+
 def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s: float = 24 * 3600.0,
              on_unit: Optional[Callable[[Unit, dict], None]] = None) -> dict:
     """Run every unfinished unit of `plan` (this process's share of them) -> {stage: units run}.
@@ -229,6 +276,7 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     import jax
 
     pid, count = jax.process_index(), jax.process_count()
+    check_data(plan, stages)
     ctx = Context(plan)
     ran = {}
     started = time.time() - 1.0

@@ -123,7 +123,7 @@ def test_dry_run(tiny, capsys):
     ("backbones = [\"resnet8\", \"notanet\"]\n", "unknown backbone 'notanet'"),
     ("scores = [\"leep\"]\n", "need source probabilities, but backbone 'resnet8' has no source head"),
     ("scores = [\"logmee\"]\n", "unknown score(s) ['logmee']"),
-    ("DATA", "dataset 'toy' not found"),
+    ("DATA", "dataset(s) not found, needed by unfinished units: toy: npz:"),
 ])
 def test_bad_configs_fail_before_any_work(tmp_path, capsys, edit, message):
     data = h.make_dataset(str(tmp_path / "toy.npz"))
