@@ -55,14 +55,17 @@ def score_values(plan: Plan) -> Dict[tuple, dict]:
     return out
 
 
-def truth_rows(plan: Plan) -> List[dict]:
-    """The ground truth per (dataset, backbone, seed): over the search points of that seed, the
-    run chosen by the validation criterion (`jscore.finetune.records.ground_truth`)."""
+def truth_rows(plan: Plan, gt=None) -> List[dict]:
+    """The ground truth `gt` (default: the primary one) per (dataset, backbone, seed): over the
+    search points of that seed, the run chosen by the validation criterion
+    (`jscore.finetune.records.ground_truth`)."""
     from jscore.finetune.records import ground_truth
 
-    gt = plan.config.ground_truth
+    gt = gt or plan.config.ground_truth
     by_seed: Dict[int, list] = {}
     for u in plan.units.get("truth", []):
+        if (u.args.get("truth") or plan.config.ground_truth.name) != gt.name:
+            continue
         rec = plan.read_record(u)
         if rec is None:
             continue
@@ -75,16 +78,18 @@ def truth_rows(plan: Plan) -> List[dict]:
     return rows
 
 
-def tidy_table(plan: Plan):
-    """The tidy results table (pandas DataFrame): dataset, model, score, value, the truth
-    column (`test_<truth>`), seed, classes, n_test; baselines as extra scores."""
+def tidy_table(plan: Plan, gt=None):
+    """The tidy results table of ground truth `gt` (default: the primary one), a pandas
+    DataFrame: dataset, model, score, value, the truth column (`test_<truth>`), seed, classes,
+    n_test; baselines as extra scores."""
     import pandas as pd
 
-    truth_col = f"test_{plan.config.ground_truth.truth}"
+    gt = gt or plan.config.ground_truth
+    truth_col = f"test_{gt.truth}"
     facts = baseline_facts(plan)
     values = score_values(plan)
     rows = []
-    for t in truth_rows(plan):
+    for t in truth_rows(plan, gt):
         key = (t["dataset"], t["model"])
         if key not in values:
             continue
@@ -94,9 +99,87 @@ def tidy_table(plan: Plan):
                 scores[name] = facts[t["model"]][name]
         for name, v in scores.items():
             rows.append({"dataset": t["dataset"], "model": t["model"], "score": name, "value": v,
-                         truth_col: t[plan.config.ground_truth.truth], "seed": t["seed"], "classes": t["classes"],
+                         truth_col: t[gt.truth], "seed": t["seed"], "classes": t["classes"],
                          "n_test": t["n_test"]})
     return pd.DataFrame(rows)
+
+
+def result_names(plan: Plan, gt) -> tuple:
+    """(tidy table file, evaluation folder) of a ground truth: `results.csv` and `evaluation/`
+    for a study with one ground truth, `results_<name>.csv` and `evaluation_<name>/` otherwise."""
+    if len([g for g in plan.config.truths() if g.recipe != "none"]) == 1:
+        return "results.csv", "evaluation"
+    return f"results_{gt.name}.csv", f"evaluation_{gt.name}"
+
+
+def truth_agreement(plan: Plan, tidies: dict):
+    """How the other ground truths rank the models against the primary one: per dataset both
+    cover, Kendall tau-b and weighted tau (95% bootstrap intervals over models) of each other
+    truth's mean-over-seeds value, treated as a score, against the primary's. -> (table
+    DataFrame, Evaluation) or (None, None) when no two ground truths share a dataset."""
+    import pandas as pd
+
+    from jscore.evaluate.report import evaluate_arrays
+    from jscore.evaluate.results import to_arrays
+
+    truths = [g for g in plan.config.truths() if g.recipe != "none" and not tidies.get(g.name, pd.DataFrame()).empty]
+    if len(truths) < 2:
+        return None, None
+    first = truths[0]
+
+    def means(g):
+        col = f"test_{g.truth}"
+        t = tidies[g.name].drop_duplicates(["dataset", "model", "seed"])
+        return t.groupby(["dataset", "model"])[[col, "n_test", "classes"]].mean().rename(columns={col: "truth"})
+
+    base = means(first)
+    rows = []
+    for g in truths[1:]:
+        other = means(g)
+        both = base.join(other[["truth"]].rename(columns={"truth": "other"}), how="inner")
+        for (dn, model), r in both.iterrows():
+            rows.append({"dataset": dn, "model": model, "score": g.name, "value": r["other"],
+                         "truth": r["truth"], "classes": int(r["classes"]), "n_test": int(r["n_test"])})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return None, None
+    counts = df.groupby(["score", "dataset"]).size()
+    df = df[df.set_index(["score", "dataset"]).index.map(lambda k: counts[k] >= 3)]
+    if df.empty:
+        return None, None
+    ev = evaluate_arrays(to_arrays(df, truth="truth"), seed=plan.config.seed, num_resamples=plan.config.bootstrap)
+    table = pd.DataFrame({
+        "ground truth": ev.per_dataset["score"], "against": first.name, "dataset": ev.per_dataset["dataset"],
+        "models": ev.per_dataset["models"],
+        "Kendall tau": [_ci(r, "tau") for _, r in ev.per_dataset.iterrows()],
+        "weighted tau": [_ci(r, "wtau") for _, r in ev.per_dataset.iterrows()],
+    })
+    return table, ev
+
+
+def compute_spent(plan: Plan):
+    """Wall time of the finished units per stage (and per ground truth): a DataFrame with
+    units, total seconds and seconds per unit, as measured on the machine that ran them."""
+    import pandas as pd
+
+    rows = {}
+    for u in plan.all_units():
+        rec = plan.read_record(u)
+        if rec is None:
+            continue
+        what = u.stage if u.stage != "truth" else f"truth ({u.args.get('truth') or plan.config.ground_truth.name})"
+        r = rows.setdefault(what, [0, 0.0])
+        r[0] += 1
+        r[1] += float(rec.get("wall_s", 0.0))
+    return pd.DataFrame([{"stage": k, "units": v[0], "total s": f"{v[1]:.0f}",
+                          "s per unit": f"{v[1] / max(v[0], 1):.1f}"} for k, v in rows.items()])
+
+
+def _ci(row, name, digits=2):
+    v = row[name]
+    if not np.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}f} [{row[name + '_lo']:.{digits}f}, {row[name + '_hi']:.{digits}f}]"
 
 
 def _img_tag(path: str, alt: str) -> str:
@@ -109,12 +192,12 @@ def _table_html(df) -> str:
     return df.to_html(index=False, na_rep="", escape=True, border=0, classes="t")
 
 
-def scores_vs_truth(plan: Plan, tidy) -> "object":
-    """Per (dataset, model): the ground truth and each score (and baseline), models in order of
-    the ground truth, each cell 'value (rank)'."""
+def scores_vs_truth(plan: Plan, tidy, gt=None) -> "object":
+    """Per (dataset, model): the ground truth `gt` (default: the primary one) and each score
+    (and baseline), models in order of the ground truth, each cell 'value (rank)'."""
     import pandas as pd
 
-    truth_col = f"test_{plan.config.ground_truth.truth}"
+    truth_col = f"test_{(gt or plan.config.ground_truth).truth}"
     mean = tidy.groupby(["dataset", "model", "score"], sort=False)[["value", truth_col]].mean().reset_index()
     tables = {}
     for dn, sub in mean.groupby("dataset", sort=False):
@@ -130,58 +213,95 @@ def scores_vs_truth(plan: Plan, tidy) -> "object":
     return tables
 
 
-def write_study_report(plan: Plan) -> dict:
-    """Evaluate the finished records and write the report -> {"report_md", "report_html",
-    "summary": {score: grouped tau, grouped weighted tau}}; paths relative to the output folder."""
-    from jscore.evaluate.report import _markdown, evaluate_arrays, summary_table, tau_table, write_report
+def _evaluate_truth(plan: Plan, gt, tidy) -> dict:
+    """Evaluate one ground truth's tidy table: write its CSV and evaluation folder; return the
+    Evaluation, arrays, files and the per-dataset tables for the report."""
+    from jscore.evaluate.report import evaluate_arrays, write_report
     from jscore.evaluate.results import to_arrays
+
+    out = plan.config.out
+    csv_name, eval_name = result_names(plan, gt)
+    tidy.to_csv(os.path.join(out, csv_name), index=False)
+    r = to_arrays(tidy, truth=f"test_{gt.truth}")
+    ev = evaluate_arrays(r, seed=plan.config.seed, num_resamples=plan.config.bootstrap)
+    paths = write_report(ev, r, os.path.join(out, eval_name), plots=True)
+    return {"ev": ev, "csv": csv_name, "eval_dir": eval_name, "scatter": paths.get("scatter.png"),
+            "per_dataset": scores_vs_truth(plan, tidy, gt)}
+
+
+def write_study_report(plan: Plan) -> dict:
+    """Evaluate the finished records against every ground truth and write the report ->
+    {"report", "summary", "per_dataset" (the primary ground truth), "truths": {name: {summary,
+    per_dataset}}}; paths relative to the output folder."""
+    import pandas as pd
+
+    from jscore.evaluate.report import _markdown, summary_table, tau_table
 
     cfg = plan.config
     out = cfg.out
-    tidy = tidy_table(plan)
-    if tidy.empty:
-        raise ValueError("no finished score and ground-truth records to evaluate")
     os.makedirs(out, exist_ok=True)
-    tidy.to_csv(os.path.join(out, "results.csv"), index=False)
-    truth_col = f"test_{cfg.ground_truth.truth}"
-    r = to_arrays(tidy, truth=truth_col)
-    ev = evaluate_arrays(r, seed=cfg.seed, num_resamples=cfg.bootstrap)
-    eval_dir = os.path.join(out, "evaluation")
-    paths = write_report(ev, r, eval_dir, plots=True)
-    scatter = paths.get("scatter.png")
+    truths = [g for g in cfg.truths() if g.recipe != "none"]
+    tidies = {g.name: tidy_table(plan, g) for g in truths}
+    done = {g.name: _evaluate_truth(plan, g, tidies[g.name]) for g in truths if not tidies[g.name].empty}
+    if not done:
+        raise ValueError("no finished score and ground-truth records to evaluate")
     facts = baseline_facts(plan)
-    per_ds = scores_vs_truth(plan, tidy)
-    import pandas as pd
-
     base = pd.DataFrame([{"model": m, "source task": f["source_task"] or "",
                           "source top-1": "" if f["source_top1"] is None else f"{f['source_top1']:.4g}",
                           "parameters": "" if f["num_params"] is None else f"{f['num_params']:,}"}
                          for m, f in facts.items()])
+    several = len(truths) > 1
     sections = [
         ("h1", f"Study `{cfg.name}`: transferability scores against ground truth"),
         ("p", f"{len(cfg.datasets)} dataset(s) ({', '.join(d.name for d in cfg.datasets)}), "
-              f"{len(cfg.backbones)} backbone(s). Ground truth: {cfg.ground_truth.describe()}. "
-              f"Scores computed on the `{cfg.score_split}` split. Intervals: 95% bootstrap over "
-              f"{cfg.bootstrap} resamples of the models (seed {cfg.seed}). Every score is higher-is-better. "
-              "Baselines that use no target data (`source_top1`: the published source accuracy; "
-              "`num_params`: the parameter count) are ranked beside the scores."),
-        ("h2", "Ranking quality across datasets (pooled)"),
-        ("table", summary_table(ev)),
-        ("h2", "Kendall tau-b per dataset"),
-        ("table", tau_table(ev, "tau")),
-        ("h2", "Weighted Kendall tau per dataset"),
-        ("table", tau_table(ev, "wtau")),
+              f"{len(cfg.backbones)} backbone(s). Scores computed on the `{cfg.score_split}` split. "
+              f"Intervals: 95% bootstrap over {cfg.bootstrap} resamples of the models (seed {cfg.seed}). "
+              "Every score is higher-is-better. Baselines that use no target data (`source_top1`: the "
+              "published source accuracy; `num_params`: the parameter count) are ranked beside the scores."),
+        ("list", [f"ground truth `{g.name}`: {g.describe()}" for g in truths]),
     ]
-    if scatter:
-        sections += [("h2", "Scores against ground truth"), ("img", scatter)]
-    sections += [("h2", "Scores against ground truth, per dataset"),
-                 ("p", f"Models in order of `{truth_col}` (mean over seeds); each cell is the value and its rank "
-                       "(1 = best).")]
-    for dn, t in per_ds.items():
-        sections += [("h3", dn), ("table", t)]
-    sections += [("h2", "Baselines without target data"), ("table", base), ("h2", "Diagnostics")]
-    sections += [("list", [f"**{f.kind}**: {f.message}" for f in ev.flags] or ["No problem found."])]
-    sections += [("p", f"Tables: `results.csv` (tidy), `evaluation/` (per_dataset.csv, summary.csv, rankings.csv, "
+    for g in truths:
+        if g.name not in done:
+            sections += [("h2", f"Ground truth `{g.name}`"), ("p", "No finished runs yet.")]
+            continue
+        res = done[g.name]
+        ev = res["ev"]
+        h = (lambda text: f"{text} (ground truth `{g.name}`)") if several else (lambda text: text)
+        sections += [
+            ("h2", h("Ranking quality across datasets (pooled)")),
+            ("table", summary_table(ev)),
+            ("h2", h("Kendall tau-b per dataset")),
+            ("table", tau_table(ev, "tau")),
+            ("h2", h("Weighted Kendall tau per dataset")),
+            ("table", tau_table(ev, "wtau")),
+        ]
+        if res["scatter"]:
+            sections += [("h2", h("Scores against ground truth")), ("img", res["scatter"])]
+        truth_col = f"test_{g.truth}"
+        sections += [("h2", h("Scores against ground truth, per dataset")),
+                     ("p", f"Models in order of `{truth_col}` (mean over seeds); each cell is the value and its rank "
+                           "(1 = best).")]
+        for dn, t in res["per_dataset"].items():
+            sections += [("h3", f"{dn}" + (f" ({g.name})" if several else "")), ("table", t)]
+    agreement, _ = truth_agreement(plan, tidies) if several else (None, None)
+    if agreement is not None:
+        sections += [("h2", "Agreement between ground truths"),
+                     ("p", "Each other ground truth's model ranking (mean over its seeds) scored as if it were a "
+                           "transferability score against the first ground truth's."),
+                     ("table", agreement)]
+    sections += [("h2", "Baselines without target data"), ("table", base)]
+    spent = compute_spent(plan)
+    if not spent.empty:
+        sections += [("h2", "Compute spent"),
+                     ("p", "Wall time of the finished units, as recorded by the machine that ran them (the evaluate "
+                           "stage is this report)."),
+                     ("table", spent)]
+    sections += [("h2", "Diagnostics")]
+    flags = [f"**{g}**: **{f.kind}**: {f.message}" if several else f"**{f.kind}**: {f.message}"
+             for g, res in done.items() for f in res["ev"].flags]
+    sections += [("list", flags or ["No problem found."])]
+    files = ", ".join(f"`{res['csv']}` and `{res['eval_dir']}/`" for res in done.values())
+    sections += [("p", f"Tables: {files} (tidy results; per_dataset.csv, summary.csv, rankings.csv, "
                        f"diagnostics.csv, scatter.pdf). Config: `{cfg.source}`.")]
 
     md, body = [], []
@@ -201,7 +321,8 @@ def write_study_report(plan: Plan) -> dict:
             body.append(_img_tag(content, "scores against ground truth"))
         elif kind == "list":
             md.append("\n".join(f"- {x}" for x in content) + "\n")
-            body.append("<ul>" + "".join(f"<li>{html.escape(x).replace('**', '')}</li>" for x in content) + "</ul>")
+            body.append("<ul>" + "".join(f"<li>{html.escape(x).replace('**', '').replace('`', '')}</li>"
+                                         for x in content) + "</ul>")
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table.t{border-collapse:collapse;margin:0.5em 0 1.5em}table.t td,table.t th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:left;font-size:0.9em}table.t th{background:#f3f3f3}")
@@ -211,13 +332,20 @@ def write_study_report(plan: Plan) -> dict:
         fh.write("\n".join(md))
     with open(os.path.join(out, "report.html"), "w") as fh:
         fh.write(page)
-    summary = {row["score"]: {"grouped_tau": _num(row["grouped_tau"]), "grouped_wtau": _num(row["grouped_wtau"])}
-               for _, row in ev.summary.iterrows()}
-    per = {f"{row['score']}|{row['dataset']}": {"tau": _num(row["tau"]), "tau_lo": _num(row["tau_lo"]),
-                                               "tau_hi": _num(row["tau_hi"]), "wtau": _num(row["wtau"])}
-           for _, row in ev.per_dataset.iterrows()}
-    return {"report": {"md": "report.md", "html": "report.html", "results": "results.csv"},
-            "summary": summary, "per_dataset": per}
+
+    def digest(ev):
+        summary = {row["score"]: {"grouped_tau": _num(row["grouped_tau"]), "grouped_wtau": _num(row["grouped_wtau"])}
+                   for _, row in ev.summary.iterrows()}
+        per = {f"{row['score']}|{row['dataset']}": {"tau": _num(row["tau"]), "tau_lo": _num(row["tau_lo"]),
+                                                   "tau_hi": _num(row["tau_hi"]), "wtau": _num(row["wtau"])}
+               for _, row in ev.per_dataset.iterrows()}
+        return {"summary": summary, "per_dataset": per}
+
+    digests = {name: digest(res["ev"]) for name, res in done.items()}
+    first = next(iter(digests.values()))
+    primary = digests.get(truths[0].name, first)
+    return {"report": {"md": "report.md", "html": "report.html", "results": next(iter(done.values()))["csv"]},
+            "summary": primary["summary"], "per_dataset": primary["per_dataset"], "truths": digests}
 
 
 def _num(v) -> Optional[float]:

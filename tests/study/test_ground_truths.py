@@ -1,0 +1,136 @@
+"""Several ground truths in one study ([[ground_truth]] tables) and per-split image budgets."""
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.study import helpers as h
+
+
+def _config(path, data, out, truths: str, extra_dataset: str = "") -> str:
+    with open(path, "w") as fh:
+        fh.write(f"""name = "multi"
+out = "{out}"
+image_size = 16
+scores = ["logme", "hscore"]
+bootstrap = 200
+batch_size = 16
+backbones = ["resnet8", "mobilenet6", "resnet14"]
+
+[[datasets]]
+name = "toy"
+data = "npz:{data}"
+max_examples = {{train = 30, test = 12}}
+{extra_dataset}
+{truths}
+""")
+    return path
+
+
+TRUTHS = """
+[[ground_truth]]
+name = "short"
+recipe = "probe"
+search = "grid:2x1"
+epochs = 2
+batch_size = 16
+
+[[ground_truth]]
+name = "long"
+recipe = "probe"
+search = "grid:2x1"
+epochs = 6
+seeds = [0, 1]
+batch_size = 16
+datasets = ["toy"]
+"""
+
+SECOND = """
+[[datasets]]
+name = "toy2"
+data = "npz:{data2}"
+"""
+
+
+def test_plan_of_several_ground_truths(tmp_path):
+    from jscore.study import load_config, make_plan
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    data2 = h.make_dataset(str(tmp_path / "toy2.npz"), seed=1)
+    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), TRUTHS,
+                              SECOND.format(data2=data2)))
+    assert [g.name for g in cfg.truths()] == ["short", "long"] and cfg.ground_truth.name == "short"
+    plan = make_plan(cfg)
+    ids = [u.id for u in plan.units["truth"]]
+    # short: 2 datasets x 3 backbones x 2 points; long: toy only, 3 backbones x 2 points x 2 seeds
+    assert sum(i.startswith("truth__short__") for i in ids) == 12
+    assert sum(i.startswith("truth__long__toy__") for i in ids) == 12 and len(ids) == 24
+    assert len(set(ids)) == len(ids) and len({u.key for u in plan.units["truth"]}) == len(ids)
+    # The budgets: the subset split keys carry their size; the val split (no budget) does not.
+    ex = {u.id: u for u in plan.units["extract"]}
+    assert ex["extract__toy__resnet8__train"].deps["max_examples"] == 30
+    assert "max_examples" not in ex["extract__toy__resnet8__val"].deps
+    assert "max_examples" not in ex["extract__toy2__resnet8__train"].deps
+
+
+@pytest.mark.parametrize("truths,message", [
+    (TRUTHS.replace('name = "long"', 'name = "short"'), "ground truth names repeat"),
+    (TRUTHS.replace('datasets = ["toy"]', 'datasets = ["toy3"]'), "datasets ['toy3'] are not datasets of this study"),
+    (TRUTHS + '\n[[ground_truth]]\nname = "x"\nrecipe = "none"\n', "cannot be combined"),
+    (TRUTHS.replace('seeds = [0, 1]', 'seeds = 0'), "seeds must be an array"),
+])
+def test_bad_ground_truth_tables(tmp_path, truths, message):
+    from jscore.study import load_config
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths))
+
+
+@pytest.mark.parametrize("limits,message", [
+    ("{trian = 5}", "names split 'trian'"),
+    ("{train = 0}", "must be a positive integer"),
+    ("5", "must be a table"),
+])
+def test_bad_budgets(tmp_path, limits, message):
+    from jscore.study import load_config
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    path = _config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), TRUTHS)
+    text = open(path).read().replace("{train = 30, test = 12}", limits)
+    open(path, "w").write(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(path)
+
+
+def test_study_with_two_ground_truths_reports_their_agreement(tmp_path):
+    from scipy.stats import kendalltau
+
+    from jscore.cli import main
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    out = str(tmp_path / "out")
+    cfg = _config(str(tmp_path / "s.toml"), data, out, TRUTHS)
+    assert main(["study", cfg, "--no-progress"]) == 0
+    short = pd.read_csv(os.path.join(out, "results_short.csv"))
+    long = pd.read_csv(os.path.join(out, "results_long.csv"))
+    assert sorted(long["seed"].unique()) == [0, 1] and list(short["seed"].unique()) == [0]
+    assert os.path.isfile(os.path.join(out, "evaluation_short", "summary.csv"))
+    assert os.path.isfile(os.path.join(out, "evaluation_long", "summary.csv"))
+    # The budgets held: 30 training images scored, 12 test images per model.
+    assert (short["n_test"] == 12).all()
+    # Agreement: Kendall tau of the long truth (mean over its seeds) against the short one, by SciPy.
+    a = short.drop_duplicates(["model"]).set_index("model")["test_balanced_accuracy"]
+    b = long.drop_duplicates(["model", "seed"]).groupby("model")["test_balanced_accuracy"].mean()
+    want = kendalltau(a.loc[b.index].to_numpy(), b.to_numpy()).statistic
+    md = open(os.path.join(out, "report.md")).read()
+    assert "## Agreement between ground truths" in md
+    row = next(line for line in md.splitlines() if line.startswith("| long | short | toy |"))
+    got = row.split("|")[5].strip().split(" ")[0]
+    if np.isnan(want):
+        assert got == "n/a"
+    else:
+        assert float(got) == pytest.approx(want, abs=0.005)
+    assert "## Compute spent" in md and "truth (long)" in md
