@@ -1,4 +1,4 @@
-"""`jscore study`: a whole study from one TOML config (see docs/study.md).
+"""`jscore study`: a whole study from one TOML config (see docs/study-command.md).
 
     jscore study study.toml [--dry-run] [--out DIR]
     jscore study --demo            # the built-in config on the embedded BreastMNIST

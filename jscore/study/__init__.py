@@ -1,5 +1,5 @@
 """A whole study from one config file: datasets x backbones -> features -> every score ->
-ground truth -> evaluation and report. See docs/study.md.
+ground truth -> evaluation and report. See docs/study-command.md.
 
     >>> from jscore.study import load_config, make_plan, run_plan
     >>> plan = make_plan(load_config("study.toml"))

@@ -2,7 +2,7 @@
 
 Every problem (an unknown key, a missing dataset, an unknown backbone or score, a score that
 needs source probabilities on a backbone without a source head) raises one `ValueError` whose
-message names the key and the file. See docs/study.md for a commented example.
+message names the key and the file. See docs/study-command.md for a commented example.
 
 Standard library only (`tomllib`; the `tomli` package on Python 3.10).
 """
