@@ -302,7 +302,12 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
                 if isinstance(err, ValueError):
                     raise ValueError(f"{stage} unit {unit.id}: {err}") from err
                 raise
-            record = {"stage": stage, "id": unit.id, "key": unit.key, "deps": unit.deps, "status": "done",
+            status = "done"
+            if stage == "evaluate" and not all(plan.is_done(u) for s in STAGES[:-1] for u in plan.units.get(s, [])):
+                # A report of the records so far (`--stages evaluate` during a long sweep): not
+                # done, so that a later run, with more finished units, writes it again.
+                status = "partial"
+            record = {"stage": stage, "id": unit.id, "key": unit.key, "deps": unit.deps, "status": status,
                       "result": result, "wall_s": round(time.perf_counter() - t0, 3), "process": pid,
                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             _write_json_atomic(path, record)
