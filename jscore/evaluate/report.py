@@ -212,7 +212,8 @@ def write_report(ev: Evaluation, r, out_dir: str, *, plots: bool = True) -> dict
             table[sn] = sub[f"{sn}_rank"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
         md += [f"### {dn}\n", _markdown(table)]
     put("report.md", "\n".join(md))
-    # The two tau tables on their own, for pasting.
+    # The summary and the two tau tables on their own, for pasting.
+    put("summary.md", _markdown(summary_table(ev)))
     put("tau.md", _markdown(tau_table(ev, "tau")))
     put("wtau.md", _markdown(tau_table(ev, "wtau")))
     return paths

@@ -10,14 +10,20 @@ probe in the image loop, `mode="probe"`, keeps it).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax.numpy as jnp
 
 from jscore.backbones.base import Backbone, Preprocess
 
 
+@functools.lru_cache(maxsize=16)
 def feature_backbone(feature_dim: int, name: str = "cached-features") -> Backbone:
-    """A `Backbone` whose features are its inputs: float `[B, D]` -> `([B, D], None, {})`."""
+    """A `Backbone` whose features are its inputs: float `[B, D]` -> `([B, D], None, {})`.
+
+    One object per (feature_dim, name): the compiled steps of `jscore.finetune.loop.fit` are
+    cached by backbone, so the probes of a search (same features, other learning rates) compile
+    once instead of once per run."""
 
     def init(rng, inputs):
         del rng, inputs

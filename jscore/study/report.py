@@ -133,13 +133,14 @@ def truth_agreement(plan: Plan, tidies: dict):
         return t.groupby(["dataset", "model"])[[col, "n_test", "classes"]].mean().rename(columns={col: "truth"})
 
     base = means(first)
+    truth_col = f"{first.name}_test_{first.truth}"
     rows = []
     for g in truths[1:]:
         other = means(g)
         both = base.join(other[["truth"]].rename(columns={"truth": "other"}), how="inner")
         for (dn, model), r in both.iterrows():
             rows.append({"dataset": dn, "model": model, "score": g.name, "value": r["other"],
-                         "truth": r["truth"], "classes": int(r["classes"]), "n_test": int(r["n_test"])})
+                         truth_col: r["truth"], "classes": int(r["classes"]), "n_test": int(r["n_test"])})
     df = pd.DataFrame(rows)
     if df.empty:
         return None, None
@@ -147,7 +148,9 @@ def truth_agreement(plan: Plan, tidies: dict):
     df = df[df.set_index(["score", "dataset"]).index.map(lambda k: counts[k] >= 3)]
     if df.empty:
         return None, None
-    ev = evaluate_arrays(to_arrays(df, truth="truth"), seed=plan.config.seed, num_resamples=plan.config.bootstrap)
+    # Stored as a tidy table, so `jscore evaluate agreement.csv --truth <first>_test_<truth>` recomputes it.
+    df.to_csv(os.path.join(plan.config.out, "agreement.csv"), index=False)
+    ev = evaluate_arrays(to_arrays(df, truth=truth_col), seed=plan.config.seed, num_resamples=plan.config.bootstrap)
     table = pd.DataFrame({
         "ground truth": ev.per_dataset["score"], "against": first.name, "dataset": ev.per_dataset["dataset"],
         "models": ev.per_dataset["models"],
