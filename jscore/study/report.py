@@ -232,6 +232,14 @@ def _evaluate_truth(plan: Plan, gt, tidy) -> dict:
             "per_dataset": scores_vs_truth(plan, tidy, gt)}
 
 
+def _rankable(tidy):
+    """The rows of datasets where at least two models have a ground truth."""
+    if tidy.empty:
+        return tidy
+    models = tidy.groupby("dataset")["model"].nunique()
+    return tidy[tidy["dataset"].isin(models[models >= 2].index)]
+
+
 def write_study_report(plan: Plan) -> dict:
     """Evaluate the finished records against every ground truth and write the report ->
     {"report", "summary", "per_dataset" (the primary ground truth), "truths": {name: {summary,
@@ -244,7 +252,8 @@ def write_study_report(plan: Plan) -> dict:
     out = cfg.out
     os.makedirs(out, exist_ok=True)
     truths = [g for g in cfg.truths() if g.recipe != "none"]
-    tidies = {g.name: tidy_table(plan, g) for g in truths}
+    # A partial report (a sweep still running) ranks only datasets with two or more finished models.
+    tidies = {g.name: _rankable(tidy_table(plan, g)) for g in truths}
     done = {g.name: _evaluate_truth(plan, g, tidies[g.name]) for g in truths if not tidies[g.name].empty}
     if not done:
         raise ValueError("no finished score and ground-truth records to evaluate")
