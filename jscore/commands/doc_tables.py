@@ -54,16 +54,30 @@ def _run(args: str, root: str, cache: Dict[str, str]) -> str:
     return cache[args]
 
 
+def inputs_of(args: str) -> List[str]:
+    """The results files a block's `jscore evaluate` arguments read."""
+    import argparse
+
+    from jscore.commands import evaluate
+
+    parser = argparse.ArgumentParser(prog="jscore evaluate")
+    evaluate.add_arguments(parser)
+    return list(parser.parse_args([*shlex.split(args), "--out", "-"]).results)
+
+
 def blocks(text: str) -> List[Tuple[str, str, str]]:
     """The (arguments, file, body) of every block of `text`, in order."""
     return [(m["args"], m["file"], m["body"]) for m in BLOCK.finditer(text)]
 
 
-def render(text: str, root: str) -> str:
-    """`text` with every block's body replaced by the file its command writes now."""
+def render(text: str, root: str, *, skip_missing: bool = False) -> str:
+    """`text` with every block's body replaced by the file its command writes now. With
+    `skip_missing`, a block whose input files are not under `root` is left as it is."""
     cache: Dict[str, str] = {}
 
     def fill(m):
+        if skip_missing and any(not os.path.exists(os.path.join(root, f)) for f in inputs_of(m["args"])):
+            return m.group(0)
         folder = _run(m["args"], root, cache)
         path = os.path.join(folder, m["file"])
         if not os.path.isfile(path):
@@ -75,12 +89,13 @@ def render(text: str, root: str) -> str:
     return BLOCK.sub(fill, text)
 
 
-def check(path: str, root: str) -> List[str]:
+def check(path: str, root: str, *, skip_missing: bool = False) -> List[str]:
     """The blocks of the file at `path` whose body differs from a fresh run: their arguments and
-    file, as 'ARGS : FILE' lines (empty when the document is up to date)."""
+    file, as 'ARGS : FILE' lines (empty when the document is up to date). With `skip_missing`,
+    blocks whose input files are absent (e.g. third-party files not shipped) are not checked."""
     with open(path) as fh:
         text = fh.read()
-    fresh = render(text, root)
+    fresh = render(text, root, skip_missing=skip_missing)
     return [f"{a} : {f}" for (a, f, b), (_, _, nb) in zip(blocks(text), blocks(fresh)) if b != nb]
 
 
