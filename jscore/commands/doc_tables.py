@@ -27,7 +27,8 @@ import sys
 import tempfile
 from typing import Dict, List, Tuple
 
-BLOCK = re.compile(r"(<!-- jscore evaluate (?P<args>.+?) : (?P<file>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end -->)", re.S)
+BLOCK = re.compile(r"^(<!-- jscore evaluate (?P<args>[^\n]+?) : (?P<file>[\w.-]+) -->\n)(?P<body>.*?)(^<!-- end -->)",
+                   re.S | re.M)
 
 
 def _run(args: str, root: str, cache: Dict[str, str]) -> str:
