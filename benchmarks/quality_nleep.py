@@ -97,7 +97,8 @@ def study(features, labels, num_classes: int, sizes, seeds: int, old: int, new: 
 def main(argv=None):
     nl = importlib.import_module("jscore.scorers.nleep")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("features", help="a jscore extract .npz (features, labels, num_classes)")
+    parser.add_argument("features", help="a jscore extract .npz (features, labels, num_classes), or "
+                        "synthetic:NxDxC for benchmarks/bench_scorers.py's synthetic features")
     parser.add_argument("--sizes", default="", help="comma-separated sample counts (default: the file's N)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--old-max-iters", type=int, default=100)
@@ -106,9 +107,16 @@ def main(argv=None):
     parser.add_argument("--components-per-class", type=int, default=5)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    data = np.load(args.features)
-    features, labels = data["features"].astype(np.float32), data["labels"].astype(np.int64)
-    num_classes = int(data["num_classes"]) if "num_classes" in data.files else int(labels.max()) + 1
+    if args.features.startswith("synthetic:"):
+        from benchmarks.bench_scorers import make_data
+
+        n, d, c = (int(v) for v in args.features.split(":", 1)[1].split("x"))
+        features, labels, _ = make_data(n, d, c)
+        num_classes = c
+    else:
+        data = np.load(args.features)
+        features, labels = data["features"].astype(np.float32), data["labels"].astype(np.int64)
+        num_classes = int(data["num_classes"]) if "num_classes" in data.files else int(labels.max()) + 1
     sizes = [int(s) for s in args.sizes.split(",") if s] or [features.shape[0]]
     rows = study(features, labels, num_classes, sizes, args.seeds, args.old_max_iters, args.new_max_iters,
                  args.jitter, args.components_per_class)
