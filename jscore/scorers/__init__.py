@@ -18,6 +18,7 @@ from jscore.scorers.leep import leep
 from jscore.scorers.logme import logme, logme_from_stats, logme_regression
 from jscore.scorers.nce import nce, nce_from_stats
 from jscore.scorers.ncti import ncti_combine, ncti_ncc, ncti_seli, ncti_terms, ncti_vc
+from jscore.scorers.nleep import MAX_ITERS as NLEEP_MAX_ITERS
 from jscore.scorers.nleep import fit_gmm, gmm_log_posteriors, nleep, nleep_from_stats
 from jscore.scorers.pactran import pac_dirichlet, pac_gamma, pactran
 from jscore.scorers.parc import parc, parc_from_stats
@@ -73,7 +74,7 @@ REGISTRY = {
                       "Representations, ICML 2020", {}, 1),
     "nleep": ScoreSpec("nleep", nleep, "features", (None, 0.0),
                        "Li et al., Ranking Neural Checkpoints, CVPR 2021",
-                       {"variance": 0.8, "components_per_class": 5, "max_iters": 100, "tol": 1e-3,
+                       {"variance": 0.8, "components_per_class": 5, "max_iters": NLEEP_MAX_ITERS, "tol": 1e-3,
                         "reg_covar": 1e-6, "max_dims": None, "kmeans_iters": 10}, 2),
     "logme": ScoreSpec("logme", logme, "features", (None, None),
                        "You et al., LogME: Practical Assessment of Pre-trained Models for Transfer "

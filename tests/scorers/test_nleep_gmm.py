@@ -146,3 +146,60 @@ def test_nleep_matches_oracle_float32():
     want = nleep_oracle.nleep(f, y, 2, z[idx], reg_covar=reg)
     got = nleep(jnp.asarray(f), jnp.asarray(y), num_classes=2, key=key, components_per_class=3)
     assert_close(got, want, np.float32, "iterative")
+
+
+def test_fit_gmm_is_invariant_to_replicating_the_data(x64):
+    # The stopping rule is on the MEAN log-likelihood: the same data replicated 5 times (N x 5)
+    # runs the same EM iterations to the same mixture. A rule on the total (N times the mean)
+    # would run longer on the larger copy; this is what keeps the iteration count from growing
+    # with N on data of the same distribution.
+    from jscore.scorers.nleep import fit_gmm
+
+    _, _, z, rng = _projected(6, n=80)
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    one = fit_gmm(jnp.asarray(z), jnp.asarray(m0), tol=1e-4)
+    five = fit_gmm(jnp.asarray(np.tile(z, (5, 1))), jnp.asarray(m0), tol=1e-4)
+    assert int(one.num_iters) > 3  # EM did some work
+    assert int(five.num_iters) == int(one.num_iters)
+    np.testing.assert_allclose(five.mean_log_likelihood, one.mean_log_likelihood, rtol=1e-10)
+    np.testing.assert_allclose(five.weights, one.weights, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(five.covariances, one.covariances, rtol=1e-7, atol=1e-10)
+
+
+def test_nleep_em_budget_is_max_iters():
+    # N-LEEP's EM stops at `MAX_ITERS` iterations by default (its cost is then linear in N),
+    # and a larger `max_iters` is honoured (the budget, not the data, stopped it).
+    import importlib
+
+    from jscore.stats import feature_stats
+
+    nl = importlib.import_module("jscore.scorers.nleep")
+    rng = np.random.default_rng(8)
+    y = class_labels(rng, 120, 2)
+    f = class_features(rng, y, 6, 2, separation=0.5).astype(np.float32)
+    fs = jax.jit(feature_stats, static_argnames=("num_classes", "equilibrate"))(
+        jnp.asarray(f), jnp.asarray(y), num_classes=2, equilibrate=False)
+    fit = jax.jit(nl.nleep_fit_from_stats, static_argnames=("num_classes", "max_iters", "tol", "max_dims"))
+    key = jax.random.PRNGKey(0)
+    value, gmm = fit(fs, key, num_classes=2, tol=1e-12, max_dims=8)
+    assert int(gmm.num_iters) == nl.MAX_ITERS
+    _, longer = fit(fs, key, num_classes=2, tol=1e-12, max_dims=8, max_iters=nl.MAX_ITERS + 7)
+    assert int(longer.num_iters) > nl.MAX_ITERS  # the budget, not convergence, stopped the first
+    assert nl.nleep_from_stats.__kwdefaults__["max_iters"] == nl.MAX_ITERS
+    import jscore
+
+    assert jscore.REGISTRY["nleep"].hyperparams["max_iters"] == nl.MAX_ITERS
+    assert np.isfinite(float(value)) and float(value) <= 0
+
+
+def test_per_score_nleep_equals_nleep_inside_score():
+    # The per-score function and jscore.score run the same statistics and the same fit.
+    import jscore
+    from jscore.scorers import nleep
+
+    rng = np.random.default_rng(9)
+    y = class_labels(rng, 150, 3)
+    f = class_features(rng, y, 10, 3, separation=1.0).astype(np.float32)
+    want = jscore.score(f, y, scores=["nleep"], num_classes=3, seed=4)["nleep"]
+    got = float(nleep(jnp.asarray(f), jnp.asarray(y), num_classes=3, key=jax.random.PRNGKey(4)))
+    assert_close(got, want, np.float32, "iterative")
