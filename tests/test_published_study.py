@@ -18,12 +18,19 @@ def test_study_page_has_tables_from_results():
     text = open(DOC).read()
     found = doc_tables.blocks(text)
     assert found, "docs/study.md has no jscore evaluate blocks"
+    ours = [args for args, _, _ in found if all(f.startswith("results/") for f in doc_tables.inputs_of(args))]
+    assert len(ours) >= 4, "docs/study.md has too few tables of our own results"
+    for args in ours:  # our own results are committed: every input is here
+        for f in doc_tables.inputs_of(args):
+            assert os.path.isfile(os.path.join(ROOT, f)), f
     for args, _, body in found:
-        assert "results/" in args and body.startswith("| "), (args, body[:80])
+        assert body.startswith("| "), (args, body[:80])
 
 
 def test_study_page_tables_equal_jscore_evaluate_of_results():
-    stale = doc_tables.check(DOC, ROOT)
+    # Third-party files (the published papers' results) are not shipped: their blocks are checked
+    # where they are present beside the checkout (../shared/published), as on the study machine.
+    stale = doc_tables.check(DOC, ROOT, skip_missing=True)
     assert stale == [], ("docs/study.md differs from jscore evaluate on results/ in these blocks "
                          f"(python -m jscore.commands.doc_tables docs/study.md rewrites them): {stale}")
 
