@@ -397,13 +397,14 @@ def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> N
 def score_streamed(features=None, labels=None, *, source_probs=None, source_logits=None,
                    scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
                    float64: bool = False, chunk_size: Optional[int] = None, across_processes: bool = False,
-                   **options) -> dict:
+                   lenient: bool = False, **options) -> dict:
     """`score` on a streamed input: one pass over the chunks (two with LEEP) into the sufficient
     statistics of `jscore.moments` / `SourceStats`, then the scorers' `*_from_stats` forms.
 
     Memory: O(D^2 + C D) for hscore, reg_hscore and logme; GBC and TransRate add C D^2 (the
     per-class scatters); NCE and LEEP [Cs, C]. Time: one D x D product per chunk (C of them for
-    GBC and TransRate). Arguments as for `score`.
+    GBC and TransRate). Arguments as for `score`; `lenient` (used by `score_zoo`) skips named
+    scores whose inputs this model lacks instead of raising.
 
     Raises:
       ValueError: a requested score that needs all samples at once (naming the ones that
@@ -412,13 +413,13 @@ def score_streamed(features=None, labels=None, *, source_probs=None, source_logi
     if float64:
         with float64_scope():
             return _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed,
-                                   chunk_size, across_processes, np.float64, options)
+                                   chunk_size, across_processes, lenient, np.float64, options)
     return _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed, chunk_size,
-                           across_processes, np.float32, options)
+                           across_processes, lenient, np.float32, options)
 
 
 def _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed, chunk_size,
-                    across_processes, dtype, options) -> dict:
+                    across_processes, lenient, dtype, options) -> dict:
     if across_processes and num_classes is None:
         raise ValueError("across_processes needs num_classes: each process sees only its own labels")
     source = as_chunk_source(features, labels, source_probs=source_probs, source_logits=source_logits,
@@ -434,9 +435,20 @@ def _score_streamed(features, labels, source_probs, source_logits, scores, num_c
     have_source = first.source_probs is not None or first.source_logits is not None
     if not source.reiterable:  # the peek consumed the first chunk: put it back
         source = source._replace(chunks=lambda: _chain_first(first, chunks))
+    if lenient and not (isinstance(scores, str) and scores == "all"):  # score_zoo: skip what a model lacks
+        wanted = [t.strip() for t in scores.split(",") if t.strip()] if isinstance(scores, str) else list(scores)
+        have = {"features": have_features, "source": have_source}
+        scores = [t for t in wanted if t not in REGISTRY or REGISTRY[t].relative or have[REGISTRY[t].needs]]
     plan = plan_scores(scores, options, have_features=have_features, have_source=have_source)
     streamable = [n for n in plan.names if n in STREAMABLE and (source.reiterable or n not in SECOND_PASS)]
     if isinstance(scores, str) and scores == "all":
+        once = [n for n in plan.names if n in SECOND_PASS and not source.reiterable]
+        if once:
+            import warnings
+
+            warnings.warn(f"scores='all' leaves out {once}: they read the chunks twice, and this iterator can be "
+                          "read once (pass a list of chunks or a callable returning a fresh iterator)", UserWarning,
+                          stacklevel=3)
         plan = Plan(tuple(streamable), {n: plan.hp[n] for n in streamable},
                     max([min_per_class(n, plan.hp[n]) for n in streamable] or [1]))
     else:

@@ -43,7 +43,9 @@ class Moments(NamedTuple):
       n: scalar, number of samples (sum of the sample weights).
       counts: [C] samples per class.
       scale: scalar power of two (0 before the first sample); the features' unit.
-      class_mean: [C, D] class means of x / scale (0 for classes not seen yet).
+      shift: [D] a reference point in units of x / scale (the first chunk's mean): the class means
+        are stored relative to it, so a large common offset costs float32 no digits.
+      class_mean: [C, D] class means of x / scale - shift (0 for classes not seen yet).
       within: [D, D] pooled within-class scatter of x / scale (no 1/n).
       class_within: [C, D, D] per-class within scatters, or None (not accumulated).
       row_norm4: scalar sum_i |x_i - mu|^4 / scale^4 (mu the mean of all samples), or None.
@@ -53,6 +55,7 @@ class Moments(NamedTuple):
     n: jax.Array
     counts: jax.Array
     scale: jax.Array
+    shift: jax.Array
     class_mean: jax.Array
     within: jax.Array
     class_within: Optional[jax.Array] = None
@@ -69,7 +72,7 @@ def init_moments(num_features: int, num_classes: int, dtype=jnp.float32, *, clas
     def z(*shape):  # distinct buffers: `update` donates the state
         return jnp.zeros(shape, dtype)
 
-    return Moments(z(), z(c), z(), z(c, d), z(d, d), z(c, d, d) if class_scatter else None,
+    return Moments(z(), z(c), z(), z(d), z(c, d), z(d, d), z(c, d, d) if class_scatter else None,
                    z() if quartic else None, z(d) if quartic else None)
 
 
@@ -81,7 +84,7 @@ def _rescale(m: Moments, ratio) -> Moments:
     """The same statistics in units of (x / scale) * ratio (ratio a power of two: exact)."""
     sq = ratio * ratio
     return m._replace(
-        class_mean=m.class_mean * ratio, within=m.within * sq,
+        shift=m.shift * ratio, class_mean=m.class_mean * ratio, within=m.within * sq,
         class_within=None if m.class_within is None else m.class_within * sq,
         row_norm4=None if m.row_norm4 is None else m.row_norm4 * sq * sq,
         row_norm2_dev=None if m.row_norm2_dev is None else m.row_norm2_dev * sq * ratio)
@@ -104,12 +107,20 @@ def _shift_quartic(m: Moments, mean, to):
     return q, t
 
 
+def _reshift(m: Moments, shift) -> Moments:
+    """The class means relative to `shift` instead of `m.shift` (absent classes stay 0)."""
+    moved = m.class_mean + (m.shift - shift)[None, :]
+    return m._replace(shift=shift, class_mean=jnp.where(m.counts[:, None] > 0, moved, 0))
+
+
 def merge(a: Moments, b: Moments) -> Moments:
     """The statistics of the union of two disjoint sample sets (Chan et al.'s parallel update).
     States of different scales are first brought to a common one (exact: powers of two)."""
     scale = jnp.where(a.n > 0, a.scale, b.scale)
     a = _rescale(a, safe_div(a.scale, scale))
     b = _rescale(b, safe_div(b.scale, scale))
+    shift = jnp.where(a.n > 0, a.shift, b.shift)
+    a, b = _reshift(a, shift), _reshift(b, shift)
     n = a.n + b.n
     counts = a.counts + b.counts
     delta = b.class_mean - a.class_mean
@@ -126,7 +137,7 @@ def merge(a: Moments, b: Moments) -> Moments:
         qa, ta = _shift_quartic(a, mean_a, mean)
         qb, tb = _shift_quartic(b, mean_b, mean)
         row_norm4, row_norm2_dev = qa + qb, ta + tb
-    return Moments(n, counts, scale, class_mean, within, class_within, row_norm4, row_norm2_dev)
+    return Moments(n, counts, scale, shift, class_mean, within, class_within, row_norm4, row_norm2_dev)
 
 
 def chunk_scale(features, sample_mask):
@@ -138,17 +149,19 @@ def chunk_scale(features, sample_mask):
     return power_of_two(jnp.max(rms))
 
 
-def chunk_moments(features, labels, sample_mask, *, num_classes: int, scale, class_scatter: bool = False,
-                  quartic: bool = False) -> Moments:
+def chunk_moments(features, labels, sample_mask, *, num_classes: int, scale, shift=None,
+                  class_scatter: bool = False, quartic: bool = False) -> Moments:
     """The statistics of one chunk, centred on its own class means (in memory: two passes).
 
     Args:
       features: [B, D] float; labels: [B] int in [0, num_classes); sample_mask: [B] 0/1 weights
         (padding rows 0: exactly neutral, whatever they hold if finite).
       scale: scalar power of two, the unit of the result.
+      shift: [D] reference point in units of x / scale (default 0).
     """
     w = sample_mask.astype(features.dtype)
-    u = features / scale * w[:, None]
+    shift = jnp.zeros(features.shape[1], features.dtype) if shift is None else shift
+    u = (features / scale - shift[None, :]) * w[:, None]
     onehot = jax.nn.one_hot(labels, num_classes, dtype=features.dtype) * w[:, None]
     counts = onehot.sum(0)
     n = w.sum()
@@ -163,7 +176,7 @@ def chunk_moments(features, labels, sample_mask, *, num_classes: int, scale, cla
         y = (u - safe_div(mm(w, u), n)[None, :]) * w[:, None]
         r2 = jnp.sum(y * y, axis=1)
         row_norm4, row_norm2_dev = jnp.sum(r2 * r2), mm(r2, y)
-    return Moments(n, counts, jnp.asarray(scale, features.dtype), class_mean, within, class_within, row_norm4,
+    return Moments(n, counts, jnp.asarray(scale, features.dtype), shift, class_mean, within, class_within, row_norm4,
                    row_norm2_dev)
 
 
@@ -175,14 +188,21 @@ def update(state: Moments, features, labels, sample_mask, *, num_classes: int) -
     a pass holds one copy of it. Compiled once per (B, D, dtype, options)."""
     features = features.astype(state.within.dtype)
     scale = jnp.where(state.n > 0, state.scale, chunk_scale(features, sample_mask))
-    chunk = chunk_moments(features, labels, sample_mask, num_classes=num_classes, scale=scale,
+    w = sample_mask.astype(features.dtype)
+    shift = jnp.where(state.n > 0, state.shift, safe_div(mm(w, features), jnp.sum(w)) / scale)
+    chunk = chunk_moments(features, labels, sample_mask, num_classes=num_classes, scale=scale, shift=shift,
                           class_scatter=state.class_within is not None, quartic=state.row_norm4 is not None)
     return merge(state, chunk)
 
 
+def class_means(m: Moments):
+    """[C, D] the class means in the features' units (0 for classes not seen)."""
+    return jnp.where(m.counts[:, None] > 0, m.class_mean + m.shift[None, :], 0) * m.scale
+
+
 def total_scatter(m: Moments):
-    """(mean [D], S [D, D]): the mean of all samples and their scatter sum_i (x_i - mu)(x_i - mu)^T,
-    in units of x / scale. S = W + sum_c n_c (mu_c - mu)(mu_c - mu)^T."""
+    """(mean [D], S [D, D]): the mean of all samples relative to `m.shift` and their scatter
+    sum_i (x_i - mu)(x_i - mu)^T, in units of x / scale. S = W + sum_c n_c (mu_c - mu)(mu_c - mu)^T."""
     mean = _global_mean(m)
     dev = jnp.where(m.counts[:, None] > 0, m.class_mean - mean[None, :], 0)
     return mean, m.within + mm((dev * m.counts[:, None]).T, dev)
@@ -220,7 +240,7 @@ def finalize(m: Moments, *, num_samples: int, spectrum: bool = True, equilibrate
         evals = lam * scale**2
         evecs = v
         class_proj = jnp.where(kept, mm(dev_u, v), 0) * scale
-        mean_proj = mm(mean_u, v) * scale
+        mean_proj = mm(mean_u + m.shift, v) * scale
         mean_null_sq = jnp.zeros((), dtype)
     if equilibrate:
         ratio = scale / col_scale  # powers of two: exact
@@ -228,7 +248,7 @@ def finalize(m: Moments, *, num_samples: int, spectrum: bool = True, equilibrate
         eq_evals = jnp.maximum(eq_evals, 0)
         eq_kept = rank_mask(eq_evals, rcond)
     return FeatureStats(
-        ls, None, mean_u * scale, jnp.asarray(d, dtype), evals, evecs, kept, class_proj, mean_proj, mean_null_sq,
+        ls, None, (mean_u + m.shift) * scale, jnp.asarray(d, dtype), evals, evecs, kept, class_proj, mean_proj, mean_null_sq,
         scale, col_scale, eq_evals, eq_evecs, eq_kept, class_dev=dev_u * scale,
         class_scatter=None if m.class_within is None else m.class_within * scale**2,
         row_norm4=m.row_norm4)

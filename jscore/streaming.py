@@ -115,10 +115,10 @@ def as_chunk_source(features, labels=None, *, source_probs=None, source_logits=N
       ValueError: labels missing or given twice, unreadable files, N disagreements, a chunk
         iterable without `num_classes`.
     """
-    arrays = {"features": _load(features, "features") if not _is_iterable_source(features) else None,
+    arrays = {"features": _load(features, "features") if not is_chunk_iterable(features) else None,
               "source_probs": _load(source_probs, "source_probs"),
               "source_logits": _load(source_logits, "source_logits")}
-    if _is_iterable_source(features):
+    if is_chunk_iterable(features):
         if labels is not None or source_probs is not None or source_logits is not None:
             raise ValueError("with features given as chunks, pass labels (and source probabilities) inside "
                              "each chunk, not beside them")
@@ -170,7 +170,8 @@ def as_chunk_source(features, labels=None, *, source_probs=None, source_logits=N
     return ChunkSource(chunks, True, num_classes)
 
 
-def _is_iterable_source(x) -> bool:
+def is_chunk_iterable(x) -> bool:
+    """A streamed input whose chunks carry their labels (an iterable or callable, not an array or path)."""
     return is_chunk_source(x) and not isinstance(x, (str, os.PathLike, np.memmap))
 
 
