@@ -327,9 +327,9 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
     with those keys; labels then come inside the chunks and `num_classes` is required), a
     memory-mapped `.npy` array or its path (labels beside it), or any array with `chunk_size`.
     Only the scores whose statistics are sums stream (`jscore.streaming.STREAMABLE`: hscore,
-    reg_hscore, logme, gbc, transrate, nce, leep); "all" means those, and naming another raises
-    a ValueError. LEEP reads the chunks twice (a list, a callable returning a fresh iterator, or
-    a memory map). See docs/scorers.md, "Streaming and multi-process scoring".
+    reg_hscore, logme, gbc, transrate, etran_lda, nce, leep); "all" means those, and naming
+    another raises a ValueError. LEEP and ETran-LDA read the chunks twice (a list, a callable
+    returning a fresh iterator, or a memory map). See docs/scorers.md, "Streaming and multi-process scoring".
 
     Returns:
       dict score name -> float, in registry order.
@@ -461,11 +461,16 @@ def _score_streamed(features, labels, source_probs, source_logits, scores, num_c
         raise ValueError("none of the requested scores can be streamed from these inputs; the scores that "
                          f"stream are {list(STREAMABLE)}")
     names, hp = plan.names, plan.hp
+    if "etran_lda" in names and hp["etran_lda"]["form"] != "published":
+        raise ValueError("etran_lda streams in its published form only (form='published'); form="
+                         f"{hp['etran_lda']['form']!r} needs all samples at once")
     feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
     source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
+    pooled = tuple(n for n in feature_names if n not in SECOND_PASS)  # finalised from the moments
     acc = accumulate(source, num_classes=num_classes, features=bool(feature_names), source_scores=bool(source_names),
                      class_scatter=any(n in CLASS_SCATTER for n in feature_names),
                      quartic=any(n in QUARTIC for n in feature_names), leep="leep" in source_names,
+                     lda="etran_lda" in feature_names,
                      chunk_size=chunk_size, across_processes=across_processes,
                      dtype=dtype)
     from jscore.validate import check_class_counts
@@ -478,10 +483,13 @@ def _score_streamed(features, labels, source_probs, source_logits, scores, num_c
 
         d = acc.moments.within.shape[0]
         warn_saturation(feature_names, acc.num_samples, d, num_classes)
-        fs = finalize(acc.moments, num_samples=acc.num_samples, **shared_parts(feature_names))
-        frozen = tuple((n, _freeze(hp[n])) for n in feature_names)
-        results.update(_feature_scores(fs, jax.random.PRNGKey(seed), names=feature_names, num_classes=num_classes,
-                                       frozen=frozen))
+        if pooled:
+            fs = finalize(acc.moments, num_samples=acc.num_samples, **shared_parts(pooled))
+            frozen = tuple((n, _freeze(hp[n])) for n in pooled)
+            results.update(_feature_scores(fs, jax.random.PRNGKey(seed), names=pooled, num_classes=num_classes,
+                                           frozen=frozen))
+        if "etran_lda" in feature_names:
+            results["etran_lda"] = acc.lda_sum / acc.moments.n
     if "nce" in source_names:
         from jscore.scorers.nce import nce_from_stats
 

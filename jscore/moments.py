@@ -3,7 +3,8 @@ score consumes.
 
 A `Moments` state holds, for the samples seen so far, the class counts, the class means, the
 pooled within-class scatter W = sum_c sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T and, on request,
-the per-class within scatters W_c (GBC, TransRate) and the row-norm moments that Ledoit-Wolf
+the per-class within scatters W_c (GBC, TransRate; summed class by class over the rows sorted by
+class, so about one D x D product per row) and the row-norm moments that Ledoit-Wolf
 shrinkage needs (regularised H-score). Memory: O(D^2 + C D), plus C D^2 with the per-class
 scatters; independent of N.
 
@@ -149,6 +150,34 @@ def chunk_scale(features, sample_mask):
     return power_of_two(jnp.max(rms))
 
 
+def class_block_scatters(x, cls, num_classes: int, block: int = 256):
+    """[C, D, D] sum_{i: cls_i = c} x_i x_i^T for x [B, D], cls [B] ints (values >= num_classes
+    belong to no class).
+
+    The rows are sorted by class and each class's product is summed over its own rows in blocks
+    of `block` rows (a loop with the class's trip count): about (B + C block) D^2 flops, not the
+    C B D^2 of one masked product per class.
+    """
+    rows, d = x.shape
+    block = max(1, min(block, rows))
+    order = jnp.argsort(cls, stable=True)
+    xs = jnp.concatenate([x[order], jnp.zeros((block, d), x.dtype)])
+    counts = jnp.sum(cls[None, :] == jnp.arange(num_classes)[:, None], axis=1)
+    starts = jnp.cumsum(counts) - counts
+
+    def one_class(c):
+        start, count = starts[c], counts[c]
+
+        def body(t, acc):
+            part = jax.lax.dynamic_slice_in_dim(xs, start + t * block, block)
+            part = part * (t * block + jnp.arange(block) < count)[:, None].astype(x.dtype)
+            return acc + mm(part.T, part)
+
+        return jax.lax.fori_loop(0, (count + block - 1) // block, body, jnp.zeros((d, d), x.dtype))
+
+    return jax.lax.map(one_class, jnp.arange(num_classes))
+
+
 def chunk_moments(features, labels, sample_mask, *, num_classes: int, scale, shift=None,
                   class_scatter: bool = False, quartic: bool = False) -> Moments:
     """The statistics of one chunk, centred on its own class means (in memory: two passes).
@@ -167,10 +196,13 @@ def chunk_moments(features, labels, sample_mask, *, num_classes: int, scale, shi
     n = w.sum()
     class_mean = safe_div(mm(onehot.T, u), counts[:, None])
     dev = u - mm(onehot, class_mean)  # rows of masked samples are 0: u and onehot are 0 there
-    within = mm(dev.T, dev)
     class_within = None
     if class_scatter:
-        class_within = jax.lax.map(lambda col: mm((dev * col[:, None]).T, dev), onehot.T)
+        cls = jnp.where(w > 0, labels, num_classes)  # masked rows sort last and belong to no class
+        class_within = class_block_scatters(dev, cls, num_classes)
+        within = class_within.sum(0)
+    else:
+        within = mm(dev.T, dev)
     row_norm4 = row_norm2_dev = None
     if quartic:
         y = (u - safe_div(mm(w, u), n)[None, :]) * w[:, None]
@@ -208,10 +240,10 @@ def total_scatter(m: Moments):
     return mean, m.within + mm((dev * m.counts[:, None]).T, dev)
 
 
-@partial(jax.jit, static_argnames=("num_samples", "spectrum", "equilibrate"))
 def finalize(m: Moments, *, num_samples: int, spectrum: bool = True, equilibrate: bool = True) -> FeatureStats:
     """The `FeatureStats` of all samples seen, in the scatter form (eigendecomposition of the
-    D x D scatter; `xc` is None: no sample is kept).
+    D x D scatter; `xc` is None: no sample is kept). `num_samples` (the total N, a Python int)
+    sets the rank cut-off; one compiled program serves every N.
 
     Differences from `jscore.stats.feature_stats` on the whole array: the eigenvalues are those
     of the accumulated scatter (their float32 error is about eps times the largest), so the
@@ -222,12 +254,17 @@ def finalize(m: Moments, *, num_samples: int, spectrum: bool = True, equilibrate
     Extra fields read by the streamed scorers: `class_dev` [C, D] (mu_c - mu), `class_scatter`
     [C, D, D] (W_c) and `row_norm4` (sum_i |x_i - mu|^4 / scale^4), None where not accumulated.
     """
+    rcond = default_rcond(num_samples, m.within.shape[0], m.within.dtype)
+    return _finalize(m, jnp.asarray(rcond, m.within.dtype), spectrum=spectrum, equilibrate=equilibrate)
+
+
+@partial(jax.jit, static_argnames=("spectrum", "equilibrate"))
+def _finalize(m: Moments, rcond, *, spectrum: bool, equilibrate: bool) -> FeatureStats:
     dtype = m.within.dtype
     d = m.within.shape[0]
     scale = m.scale
     mean_u, s_u = total_scatter(m)
     dev_u = jnp.where(m.counts[:, None] > 0, m.class_mean - mean_u[None, :], 0)
-    rcond = default_rcond(num_samples, d, dtype)
     col_rms = jnp.sqrt(safe_div(jnp.diagonal(s_u), m.n))
     col_scale = power_of_two(col_rms * scale)
     ls = LabelStats(None, None, m.counts, m.n)

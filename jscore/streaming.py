@@ -28,13 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscore.moments import Moments, init_moments, merge, update
+from jscore.moments import Moments, class_means, init_moments, merge, update
+from jscore.scorers.etran import nearest_mean_logits
 from jscore.scorers.leep import leep_conditional, leep_log_sum
+from jscore._numerics import mm, safe_div
 from jscore.stats import SourceStats, label_stats, source_stats
 from jscore.validate import validate_chunk
 
-STREAMABLE = ("hscore", "reg_hscore", "logme", "gbc", "transrate", "nce", "leep")
-SECOND_PASS = ("leep",)  # need the finished joint table, then one more pass over the chunks
+STREAMABLE = ("hscore", "reg_hscore", "logme", "gbc", "transrate", "etran_lda", "nce", "leep")
+# Need the finished first-pass statistics, then one more pass over the chunks: LEEP (the joint
+# table), ETran's LDA term (the class means; its published form only).
+SECOND_PASS = ("leep", "etran_lda")
 CLASS_SCATTER = ("gbc", "transrate")  # need the per-class scatters [C, D, D]
 QUARTIC = ("reg_hscore",)  # need sum_i |x_i - mu|^4 (Ledoit-Wolf)
 DEFAULT_CHUNK = 4096
@@ -208,6 +212,16 @@ def _source_update(st: SourceStats, probs, labels, mask, *, num_classes: int) ->
 
 
 @partial(jax.jit, static_argnames=("num_classes",))
+def _lda_update(total, features, labels, mask, mean, means, counts, n, *, num_classes: int):
+    """ETran's LDA term, second pass: total + sum_i w_i softmax(logits_i)[y_i]."""
+    w = mask.astype(features.dtype)
+    onehot = label_stats(labels, num_classes, w, features.dtype).onehot
+    xc = (features - mean[None, :]) * w[:, None]
+    probs = jax.nn.softmax(nearest_mean_logits(xc, means, counts, n), axis=1)
+    return total + jnp.sum(probs * onehot)
+
+
+@partial(jax.jit, static_argnames=("num_classes",))
 def _leep_update(total, probs, labels, mask, cond, *, num_classes: int):
     onehot = label_stats(labels, num_classes, mask.astype(probs.dtype), probs.dtype).onehot
     return total + leep_log_sum(probs, onehot, cond)
@@ -215,12 +229,14 @@ def _leep_update(total, probs, labels, mask, cond, *, num_classes: int):
 
 class Accumulated(NamedTuple):
     """The result of a pass: moments (features; None without), source (SourceStats; None without),
-    leep_sum (LEEP's second-pass sum; None unless asked), num_samples (all processes)."""
+    leep_sum / lda_sum (LEEP's and ETran-LDA's second-pass sums; None unless asked), num_samples
+    (all processes)."""
 
     moments: Optional[Moments]
     source: Optional[SourceStats]
     leep_sum: Optional[jax.Array]
     num_samples: int
+    lda_sum: Optional[jax.Array] = None
 
 
 def allreduce(tree, combine):
@@ -236,7 +252,7 @@ def allreduce(tree, combine):
 
 
 def accumulate(source: ChunkSource, *, num_classes: int, features: bool, source_scores: bool,
-               class_scatter: bool = False, quartic: bool = False, leep: bool = False,
+               class_scatter: bool = False, quartic: bool = False, leep: bool = False, lda: bool = False,
                chunk_size: Optional[int] = None, across_processes: bool = False, dtype=None) -> Accumulated:
     """One pass over `source` (two with `leep`): the feature moments and/or the source joint tables.
 
@@ -246,6 +262,7 @@ def accumulate(source: ChunkSource, *, num_classes: int, features: bool, source_
       features, source_scores: which statistics to accumulate.
       class_scatter, quartic: the optional parts of `Moments` (see `jscore.moments.init_moments`).
       leep: also run LEEP's second pass (needs `source.reiterable`).
+      lda: also run ETran-LDA's second pass (needs `source.reiterable` and `features`).
       chunk_size: rows per compiled update (default: the first chunk's size).
       across_processes: sum the statistics over all processes of a `jax.distributed` job, each
         holding its own samples (every process must call this with the same arguments).
@@ -255,8 +272,8 @@ def accumulate(source: ChunkSource, *, num_classes: int, features: bool, source_
       ValueError: bad chunk (see `jscore.validate.validate_chunk`), missing features or source
         probabilities in a chunk, a single-use iterator where a second pass is needed.
     """
-    if leep and not source.reiterable:
-        raise ValueError("leep needs a second pass over the chunks: pass a list of chunks, a callable returning "
+    if (leep or lda) and not source.reiterable:
+        raise ValueError(f"{'leep' if leep else 'etran_lda'} needs a second pass over the chunks: pass a list of chunks, a callable returning "
                          "a fresh iterator, or a memory-mapped array (or leave leep out)")
     dtype = jnp.dtype(dtype or jnp.float32)
     moments = src = None
@@ -269,6 +286,9 @@ def accumulate(source: ChunkSource, *, num_classes: int, features: bool, source_
             if moments is None:
                 moments = init_moments(feats.shape[1], num_classes, dtype, class_scatter=class_scatter,
                                        quartic=quartic)
+            # At most one update in flight: reading the next chunk overlaps with it, and chunks do
+            # not pile up in the dispatch queue (memory would then grow with N).
+            moments = jax.block_until_ready(moments)
             moments = update(moments, jnp.asarray(feats, dtype), y, mask, num_classes=num_classes)
         if source_scores:
             if probs is None:
@@ -276,22 +296,34 @@ def accumulate(source: ChunkSource, *, num_classes: int, features: bool, source_
             if src is None:
                 shape = (probs.shape[1], num_classes)  # distinct buffers: the update donates them
                 src = SourceStats(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), dtype))
-            src = _source_update(src, jnp.asarray(probs, dtype), y, mask, num_classes=num_classes)
+            src = _source_update(jax.block_until_ready(src), jnp.asarray(probs, dtype), y, mask, num_classes=num_classes)
     if rows_seen == 0:
         raise ValueError("the streamed input holds no samples")
     if across_processes:
         moments = allreduce(moments, merge) if moments is not None else None
         src = allreduce(src, SourceStats.merge) if src is not None else None
         rows_seen = int(allreduce(np.asarray(rows_seen, np.int64), lambda a, b: a + b))
-    leep_sum = None
-    if leep:
-        cond = leep_conditional(src.joint)
-        leep_sum = jnp.zeros((), dtype)
-        for _, y, probs, mask, _ in _blocks(source, num_classes, chunk_size):
-            leep_sum = _leep_update(leep_sum, jnp.asarray(probs, dtype), y, mask, cond, num_classes=num_classes)
+    leep_sum = lda_sum = None
+    if leep or lda:
+        if leep:
+            cond = leep_conditional(src.joint)
+            leep_sum = jnp.zeros((), dtype)
+        if lda:
+            means = class_means(moments)  # features' units; zero for absent classes
+            mean = safe_div(mm(moments.counts, means), moments.n)
+            centred = jnp.where(moments.counts[:, None] > 0, means - mean[None, :], 0)
+            lda_sum = jnp.zeros((), dtype)
+        for feats, y, probs, mask, _ in _blocks(source, num_classes, chunk_size):
+            if leep:
+                leep_sum = _leep_update(jax.block_until_ready(leep_sum), jnp.asarray(probs, dtype), y, mask, cond,
+                                        num_classes=num_classes)
+            if lda:
+                lda_sum = _lda_update(jax.block_until_ready(lda_sum), jnp.asarray(feats, dtype), y, mask, mean,
+                                      centred, moments.counts, moments.n, num_classes=num_classes)
         if across_processes:
-            leep_sum = allreduce(leep_sum, lambda a, b: a + b)
-    return Accumulated(moments, src, leep_sum, rows_seen)
+            leep_sum = None if leep_sum is None else allreduce(leep_sum, lambda a, b: a + b)
+            lda_sum = None if lda_sum is None else allreduce(lda_sum, lambda a, b: a + b)
+    return Accumulated(moments, src, leep_sum, rows_seen, lda_sum)
 
 
 def chunked(features: np.ndarray, labels, *, chunk_size: int = DEFAULT_CHUNK,

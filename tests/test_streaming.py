@@ -16,12 +16,12 @@ import jscore
 from jscore import moments as mom
 from jscore.streaming import STREAMABLE, chunked
 from tests.oracles import gbc as gbc_oracle, hscore as hscore_oracle, leep as leep_oracle, logme as logme_oracle
-from tests.oracles import nce as nce_oracle, reg_hscore as reg_oracle, transrate as transrate_oracle
+from tests.oracles import etran as etran_oracle, nce as nce_oracle, reg_hscore as reg_oracle, transrate as transrate_oracle
 from tests.oracles.data import class_features, class_labels, source_probs
 from tests.tolerances import SCORE_KIND, assert_close
 
 N, D, C, CS = 300, 12, 4, 7
-FEATURE_SCORES = ["hscore", "reg_hscore", "logme", "gbc", "transrate"]
+FEATURE_SCORES = ["hscore", "reg_hscore", "logme", "gbc", "transrate", "etran_lda"]
 SOURCE_SCORES = ["nce", "leep"]
 GBC_DIMS = 8
 
@@ -47,6 +47,8 @@ def _oracle(name, x, y, p):
         return gbc_oracle.gbc(x64, y, C, dims=GBC_DIMS)
     if name == "transrate":
         return transrate_oracle.transrate(x64, y, C)
+    if name == "etran_lda":
+        return etran_oracle.etran_lda(x64, y)
     if name == "nce":
         return nce_oracle.nce(p64, y, C)
     return leep_oracle.leep(p64, y, C)
@@ -118,12 +120,14 @@ def test_memmap_paths_and_arrays_with_chunk_size(case, tmp_path):
 def test_generator_is_read_once_and_leep_needs_a_second_pass(case):
     x, y, p, one_shot, _ = case
     gen = (c for c in chunked(x, y, chunk_size=100, source_probs=p))
-    with pytest.warns(UserWarning, match="leep"):
+    with pytest.warns(UserWarning, match="'etran_lda', 'leep'|leep"):
         got = jscore.score(gen, num_classes=C, gbc={"dims": GBC_DIMS})
-    assert "leep" not in got and "nce" in got
+    assert "leep" not in got and "etran_lda" not in got and "nce" in got
     assert_close(got["logme"], one_shot["logme"], np.float32, "iterative")
     with pytest.raises(ValueError, match="second pass"):
         jscore.score((c for c in chunked(x, y, source_probs=p)), num_classes=C, scores=["leep"])
+    with pytest.raises(ValueError, match="published"):
+        jscore.score(chunked(x, y), num_classes=C, scores=["etran_lda"], etran_lda={"form": "paper"})
     factory = lambda: iter(chunked(x, y, chunk_size=100, source_probs=p))  # noqa: E731
     assert_close(jscore.score(factory, num_classes=C, scores=["leep"])["leep"], one_shot["leep"], np.float32)
 
@@ -303,3 +307,24 @@ def test_two_processes_reduce_to_the_single_process_result(case, tmp_path):
     assert results[0] == results[1]  # every process gets the same values
     for name, value in results[0].items():
         assert_close(value, single[name], np.float32, SCORE_KIND[name], err_msg=name)
+
+
+def test_cli_streams_npy_memmaps_and_npz_with_chunk_size(case, tmp_path, capsys):
+    import json
+
+    from jscore.cli import main
+
+    x, y, p, one_shot, _ = case
+    np.save(tmp_path / "feats.npy", x)
+    np.save(tmp_path / "labels.npy", y)
+    assert main(["score", str(tmp_path / "feats.npy"), "--labels", str(tmp_path / "labels.npy"),
+                 "--chunk-size", "64", "--json", "--scores", "hscore,logme"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    np.savez(tmp_path / "m.npz", features=x, labels=y, source_probs=p)
+    assert main(["score", str(tmp_path / "m.npz"), "--chunk-size", "90", "--json", "--scores", "hscore,leep"]) == 0
+    printed_npz = json.loads(capsys.readouterr().out)
+    for got in (printed, printed_npz):
+        for name, value in got.items():
+            assert_close(value, one_shot[name], np.float32, SCORE_KIND[name], err_msg=name)
+    assert main(["score", str(tmp_path / "feats.npy")]) == 2  # no --labels: a clear error
+    assert "--labels" in capsys.readouterr().err
