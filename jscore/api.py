@@ -398,12 +398,13 @@ def score_streamed(features=None, labels=None, *, source_probs=None, source_logi
                    scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
                    float64: bool = False, chunk_size: Optional[int] = None, across_processes: bool = False,
                    lenient: bool = False, **options) -> dict:
-    """`score` on a streamed input: one pass over the chunks (two with LEEP) into the sufficient
-    statistics of `jscore.moments` / `SourceStats`, then the scorers' `*_from_stats` forms.
+    """`score` on a streamed input: one pass over the chunks (two with LEEP or ETran-LDA) into the
+    sufficient statistics of `jscore.moments` / `SourceStats`, then the scorers' `*_from_stats`
+    forms (ETran-LDA and LEEP: sums of the second pass).
 
-    Memory: O(D^2 + C D) for hscore, reg_hscore and logme; GBC and TransRate add C D^2 (the
-    per-class scatters); NCE and LEEP [Cs, C]. Time: one D x D product per chunk (C of them for
-    GBC and TransRate). Arguments as for `score`; `lenient` (used by `score_zoo`) skips named
+    Memory: O(D^2 + C D) for hscore, reg_hscore, logme and etran_lda; GBC and TransRate add C D^2
+    (the per-class scatters); NCE and LEEP [Cs, C]. Time: about one D x D product per sample
+    row, plus D x D eigendecompositions at the end. Arguments as for `score`; `lenient` (used by `score_zoo`) skips named
     scores whose inputs this model lacks instead of raising.
 
     Raises:
