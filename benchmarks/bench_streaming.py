@@ -130,6 +130,9 @@ def main(argv=None):
         print(f"peak memory ratio N={b['n']} / N={a['n']}: {b['maxrss_mib'] / a['maxrss_mib']:.3f} (target <= 1.5)")
         print(f"time / proportional: total {b['seconds'] / (a['seconds'] * grow):.3f}, scoring only "
               f"{b['score_seconds'] / (a['score_seconds'] * grow):.3f} (target <= 1.3)")
+        marginal = (b["score_seconds"] - a["score_seconds"]) / (b["n"] - a["n"])
+        print(f"scoring per sample: {1e3 * a['score_seconds'] / a['n']:.3f} ms at N={a['n']}, marginal "
+              f"{1e3 * marginal:.3f} ms between the two (the rest is a fixed cost: {a['score_seconds'] - marginal * a['n']:.1f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(records, f, indent=1)
