@@ -16,7 +16,7 @@ __all__ = ["score", "score_zoo", "REGISTRY", "__version__"]
 
 # Sub-modules reachable as attributes of `jscore` (imported on first use).
 _SUBMODULES = ("scorers", "stats", "validate", "batch", "sharding", "api", "data", "backbones",
-               "features", "finetune", "evaluate", "demo")
+               "features", "finetune", "evaluate", "demo", "streaming", "moments")
 
 
 def __getattr__(name):

@@ -29,6 +29,8 @@ from jscore.scorers.sfda import sfda_from_stats
 from jscore.scorers.tmi import tmi_from_stats
 from jscore.scorers.transrate import transrate_from_stats
 from jscore.stats import SourceStats, argmax_table, feature_stats, label_stats
+from jscore.streaming import (CLASS_SCATTER, QUARTIC, SECOND_PASS, STREAMABLE, accumulate, as_chunk_source,
+                              is_chunk_source)
 from jscore.validate import validate_inputs
 
 _FROM_STATS = {
@@ -286,7 +288,8 @@ def _source_scores(probs, top, labels, *, names: tuple, num_classes: int):
 
 def score(features=None, labels=None, *, source_probs=None, source_logits=None, targets=None,
           scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
-          float64: bool = False, **options) -> dict:
+          float64: bool = False, chunk_size: Optional[int] = None, across_processes: bool = False,
+          **options) -> dict:
     """Score one backbone's features on one target task with several scores at once.
 
     The shared work (centring, the Gram of the smaller side, its eigendecomposition, PCA, class
@@ -312,8 +315,21 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
       float64: compute in float64 (CPU or GPU; not TPU). float32 is accurate on badly scaled
         features (global scales, a few massive activations, covariance condition numbers up to
         ~1e8: see docs/scorers.md, "float32"); float64 is for checking.
+      chunk_size: stream array inputs `chunk_size` rows at a time (see "Streaming" below).
+      across_processes: with streamed inputs in a `jax.distributed` job, each process passes its
+        own samples and the statistics are summed over all processes before the scores are
+        finalised (every process gets the same result; all must call with the same arguments).
       **options: per-score hyper-parameters, e.g. `gbc={"gaussian": "diagonal"}`,
         `nleep={"components_per_class": 3}`.
+
+    Streaming (memory independent of N): `features` may instead be an iterable of chunks
+    `(features [n_i, D], labels [n_i])` or `(features, labels, source_probs [n_i, Cs])` (or dicts
+    with those keys; labels then come inside the chunks and `num_classes` is required), a
+    memory-mapped `.npy` array or its path (labels beside it), or any array with `chunk_size`.
+    Only the scores whose statistics are sums stream (`jscore.streaming.STREAMABLE`: hscore,
+    reg_hscore, logme, gbc, transrate, etran_lda, nce, leep); "all" means those, and naming
+    another raises a ValueError. LEEP and ETran-LDA read the chunks twice (a list, a callable
+    returning a fresh iterator, or a memory map). See docs/scorers.md, "Streaming and multi-process scoring".
 
     Returns:
       dict score name -> float, in registry order.
@@ -321,6 +337,13 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
     Raises:
       ValueError for bad input (see `jscore.validate.validate_inputs`).
     """
+    if (chunk_size is not None or across_processes or is_chunk_source(features) or is_chunk_source(source_probs)
+            or is_chunk_source(source_logits)):
+        if targets is not None:
+            raise ValueError("targets (regression) are not streamed: pass them as arrays without chunk_size")
+        return score_streamed(features, labels, source_probs=source_probs, source_logits=source_logits,
+                              scores=scores, num_classes=num_classes, seed=seed, float64=float64,
+                              chunk_size=chunk_size, across_processes=across_processes, **options)
     if targets is not None:
         if labels is not None or source_probs is not None or source_logits is not None:
             raise ValueError("pass either labels (classification) or targets (regression / multi-label), "
@@ -369,3 +392,116 @@ def check_finite(results: Mapping[str, float], model: Optional[str] = None) -> N
         where = f" for model {model!r}" if model else ""
         raise ValueError(f"score(s) {bad} came out non-finite{where}; the features may be degenerate "
                          "(e.g. all identical) - please report this input")
+
+
+def score_streamed(features=None, labels=None, *, source_probs=None, source_logits=None,
+                   scores: Union[str, Iterable[str]] = "all", num_classes: Optional[int] = None, seed: int = 0,
+                   float64: bool = False, chunk_size: Optional[int] = None, across_processes: bool = False,
+                   lenient: bool = False, **options) -> dict:
+    """`score` on a streamed input: one pass over the chunks (two with LEEP or ETran-LDA) into the
+    sufficient statistics of `jscore.moments` / `SourceStats`, then the scorers' `*_from_stats`
+    forms (ETran-LDA and LEEP: sums of the second pass).
+
+    Memory: O(D^2 + C D) for hscore, reg_hscore, logme and etran_lda; GBC and TransRate add C D^2
+    (the per-class scatters); NCE and LEEP [Cs, C]. Time: about one D x D product per sample
+    row, plus D x D eigendecompositions at the end. Arguments as for `score`; `lenient` (used by `score_zoo`) skips named
+    scores whose inputs this model lacks instead of raising.
+
+    Raises:
+      ValueError: a requested score that needs all samples at once (naming the ones that
+        stream), a chunk iterable without `num_classes`, bad chunks, too few samples per class.
+    """
+    if float64:
+        with float64_scope():
+            return _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed,
+                                   chunk_size, across_processes, lenient, np.float64, options)
+    return _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed, chunk_size,
+                           across_processes, lenient, np.float32, options)
+
+
+def _score_streamed(features, labels, source_probs, source_logits, scores, num_classes, seed, chunk_size,
+                    across_processes, lenient, dtype, options) -> dict:
+    if across_processes and num_classes is None:
+        raise ValueError("across_processes needs num_classes: each process sees only its own labels")
+    source = as_chunk_source(features, labels, source_probs=source_probs, source_logits=source_logits,
+                             chunk_size=chunk_size, num_classes=num_classes)
+    num_classes = num_classes if num_classes is not None else source.num_classes
+    chunks = source.chunks()
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError("the streamed input holds no chunks")
+    if first.features is None and first.source_probs is None and first.source_logits is None:
+        raise ValueError("the first chunk holds neither features nor source probabilities")
+    have_features = first.features is not None
+    have_source = first.source_probs is not None or first.source_logits is not None
+    if not source.reiterable:  # the peek consumed the first chunk: put it back
+        source = source._replace(chunks=lambda: _chain_first(first, chunks))
+    if lenient and not (isinstance(scores, str) and scores == "all"):  # score_zoo: skip what a model lacks
+        wanted = [t.strip() for t in scores.split(",") if t.strip()] if isinstance(scores, str) else list(scores)
+        have = {"features": have_features, "source": have_source}
+        scores = [t for t in wanted if t not in REGISTRY or REGISTRY[t].relative or have[REGISTRY[t].needs]]
+    plan = plan_scores(scores, options, have_features=have_features, have_source=have_source)
+    streamable = [n for n in plan.names if n in STREAMABLE and (source.reiterable or n not in SECOND_PASS)]
+    if isinstance(scores, str) and scores == "all":
+        once = [n for n in plan.names if n in SECOND_PASS and not source.reiterable]
+        if once:
+            import warnings
+
+            warnings.warn(f"scores='all' leaves out {once}: they read the chunks twice, and this iterator can be "
+                          "read once (pass a list of chunks or a callable returning a fresh iterator)", UserWarning,
+                          stacklevel=3)
+        plan = Plan(tuple(streamable), {n: plan.hp[n] for n in streamable},
+                    max([min_per_class(n, plan.hp[n]) for n in streamable] or [1]))
+    else:
+        whole = [n for n in plan.names if n not in STREAMABLE]
+        if whole:
+            raise ValueError(f"score(s) {whole} need all samples at once and cannot be streamed; the scores "
+                             f"that stream are {list(STREAMABLE)}. Pass the features as one [N, D] array "
+                             "(without chunk_size) for the others")
+    if not plan.names:
+        raise ValueError("none of the requested scores can be streamed from these inputs; the scores that "
+                         f"stream are {list(STREAMABLE)}")
+    names, hp = plan.names, plan.hp
+    if "etran_lda" in names and hp["etran_lda"]["form"] != "published":
+        raise ValueError("etran_lda streams in its published form only (form='published'); form="
+                         f"{hp['etran_lda']['form']!r} needs all samples at once")
+    feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
+    source_names = tuple(n for n in names if REGISTRY[n].needs == "source")
+    pooled = tuple(n for n in feature_names if n not in SECOND_PASS)  # finalised from the moments
+    acc = accumulate(source, num_classes=num_classes, features=bool(feature_names), source_scores=bool(source_names),
+                     class_scatter=any(n in CLASS_SCATTER for n in feature_names),
+                     quartic=any(n in QUARTIC for n in feature_names), leep="leep" in source_names,
+                     lda="etran_lda" in feature_names,
+                     chunk_size=chunk_size, across_processes=across_processes,
+                     dtype=dtype)
+    from jscore.validate import check_class_counts
+
+    counts = acc.moments.counts if acc.moments is not None else acc.source.joint.sum(0)
+    check_class_counts(np.asarray(counts), plan.min_per_class)
+    results = {}
+    if feature_names:
+        from jscore.moments import finalize
+
+        d = acc.moments.within.shape[0]
+        warn_saturation(feature_names, acc.num_samples, d, num_classes)
+        if pooled:
+            fs = finalize(acc.moments, num_samples=acc.num_samples, **shared_parts(pooled))
+            frozen = tuple((n, _freeze(hp[n])) for n in pooled)
+            results.update(_feature_scores(fs, jax.random.PRNGKey(seed), names=pooled, num_classes=num_classes,
+                                           frozen=frozen))
+        if "etran_lda" in feature_names:
+            results["etran_lda"] = acc.lda_sum / acc.moments.n
+    if "nce" in source_names:
+        from jscore.scorers.nce import nce_from_stats
+
+        results["nce"] = nce_from_stats(acc.source)
+    if "leep" in source_names:
+        results["leep"] = acc.leep_sum / acc.source.n
+    out = {n: float(results[n]) for n in names}
+    check_finite(out)
+    return out
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest

@@ -84,7 +84,38 @@ def score_zoo(models: Mapping[str, Mapping], labels, **kwargs) -> dict:
 
     Models whose feature sizes share a bucket (D padded to a multiple of 128) run as one vmapped
     program; see `score_buckets`.
+
+    Streaming: a model's "features" (or "source_probs"/"source_logits") may be a streamed input
+    as for `jscore.score` (chunk iterables carry their labels: pass labels=None; memory maps and
+    `.npy` paths use the shared `labels`), or `chunk_size=` streams every model. Streamed models
+    are scored one after another with `jscore.api.score_streamed` (memory independent of N);
+    only the streamable scores apply, so the relative combinations (ETran, NCTI) are not formed.
     """
+    from jscore.api import score_streamed
+    from jscore.streaming import is_chunk_iterable, is_chunk_source
+
+    streamed = kwargs.get("chunk_size") is not None or kwargs.get("across_processes") or any(
+        is_chunk_source(inputs.get(k)) for inputs in models.values()
+        for k in ("features", "source_probs", "source_logits"))
+    if streamed:
+        if not models:
+            raise ValueError("no models to score")
+        unknown = {"multiple", "mesh"} & set(kwargs)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} apply to in-memory zoos only, not to streamed inputs")
+        out = {}
+        for model, inputs in models.items():
+            unknown = set(inputs) - {"features", "source_probs", "source_logits"}
+            if unknown:
+                raise ValueError(f"model {model!r}: unknown input(s) {sorted(unknown)}")
+            try:
+                # chunk iterables carry their own labels; arrays and memory maps use the shared ones
+                own = any(is_chunk_iterable(inputs.get(k)) for k in ("features", "source_probs", "source_logits"))
+                out[model] = score_streamed(inputs.get("features"), None if own else labels, source_probs=inputs.get("source_probs"),
+                                            source_logits=inputs.get("source_logits"), lenient=True, **kwargs)
+            except ValueError as err:
+                raise ValueError(f"model {model!r}: {err}") from None
+        return out
     return score_buckets(models, labels, **kwargs)
 
 

@@ -67,6 +67,12 @@ class FeatureStats(NamedTuple):
 
     The first ten fields are as before; `spectrum=False` leaves evals .. mean_null_sq None and
     `equilibrate=False` leaves the eq_* fields None.
+
+    Streamed statistics (`jscore.moments.finalize`) keep no samples: `xc` is None and
+    `labels.weights` / `labels.onehot` are None; they carry instead
+      class_dev: [C, D] mu_c - mu (zero for absent classes),
+      class_scatter: [C, D, D] within-class scatters sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T, or None,
+      row_norm4: scalar sum_i |x_i - mu|^4 / scale^4 (Ledoit-Wolf), or None.
     """
 
     labels: LabelStats
@@ -84,10 +90,18 @@ class FeatureStats(NamedTuple):
     eq_evals: jax.Array = None
     eq_evecs: jax.Array = None
     eq_kept: jax.Array = None
+    class_dev: jax.Array = None
+    class_scatter: jax.Array = None
+    row_norm4: jax.Array = None
 
     @property
     def is_gram(self) -> bool:
-        return self.xc.shape[0] <= self.xc.shape[1]
+        return self.xc is not None and self.xc.shape[0] <= self.xc.shape[1]
+
+    @property
+    def streamed(self) -> bool:
+        """True for statistics accumulated from chunks (no samples kept: see `jscore.moments`)."""
+        return self.xc is None
 
 
 def default_rcond(num_samples: int, num_features: int, dtype) -> float:
@@ -220,6 +234,8 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
 
 def pc_scores(fs: FeatureStats, k: int):
     """[N, k] principal-component scores (centred projection, no whitening) on the top k directions."""
+    if fs.streamed:
+        raise ValueError("principal-component scores need the samples; streamed statistics keep none")
     k = min(k, fs.evals.shape[0])
     if fs.is_gram:
         return fs.evecs[:, :k] * jnp.sqrt(fs.evals[:k])[None, :]

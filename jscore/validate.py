@@ -92,19 +92,7 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
     if source_probs is not None and source_logits is not None:
         raise ValueError("pass either source_probs or source_logits, not both")
     feats = None if features is None else _float_matrix("features", features)[0]
-    probs = None
-    if source_logits is not None:
-        probs = softmax(_float_matrix("source_logits", source_logits)[0])
-    elif source_probs is not None:
-        probs, sums = _float_matrix("source_probs", source_probs)
-        if probs.min() < -1e-6:
-            raise ValueError("source_probs has negative entries: they must be probabilities "
-                             "(pass source_logits= for unnormalised scores)")
-        off = np.abs(sums - 1) > 1e-3
-        if off.any():
-            raise ValueError(f"source_probs rows must sum to 1 ({int(off.sum())} rows do not, e.g. row "
-                             f"{int(np.argmax(off))} sums to {sums[np.argmax(off)]:.4g}); "
-                             "pass source_logits= for logits or unnormalised scores")
+    probs = _source_probs(source_probs, source_logits)
     if feats is None and probs is None:
         raise ValueError("nothing to score: pass features and/or source_probs (or source_logits)")
     n = (feats if feats is not None else probs).shape[0]
@@ -115,14 +103,44 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
         class_values, y = np.unique(y, return_inverse=True)
         num_classes = len(class_values)
     else:
-        num_classes = int(num_classes)
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if (y < 0).any() or (y >= num_classes).any():
-            bad = y[(y < 0) | (y >= num_classes)][0]
-            raise ValueError(f"labels must lie in [0, num_classes={num_classes}), found {bad}")
+        num_classes = _check_range(y, num_classes)
         class_values = np.arange(num_classes)
-    counts = np.bincount(y, minlength=num_classes)
+    check_class_counts(np.bincount(y, minlength=num_classes), min_per_class, class_values)
+    return Validated(feats, y.astype(np.int32), probs, num_classes, class_values)
+
+
+def _source_probs(source_probs, source_logits) -> Optional[np.ndarray]:
+    """Source probabilities [N, Cs] (softmaxed logits), checked to be distributions; None if neither."""
+    if source_logits is not None:
+        return softmax(_float_matrix("source_logits", source_logits)[0])
+    if source_probs is None:
+        return None
+    probs, sums = _float_matrix("source_probs", source_probs)
+    if probs.min() < -1e-6:
+        raise ValueError("source_probs has negative entries: they must be probabilities "
+                         "(pass source_logits= for unnormalised scores)")
+    off = np.abs(sums - 1) > 1e-3
+    if off.any():
+        raise ValueError(f"source_probs rows must sum to 1 ({int(off.sum())} rows do not, e.g. row "
+                         f"{int(np.argmax(off))} sums to {sums[np.argmax(off)]:.4g}); "
+                         "pass source_logits= for logits or unnormalised scores")
+    return probs
+
+
+def _check_range(y: np.ndarray, num_classes) -> int:
+    num_classes = int(num_classes)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if (y < 0).any() or (y >= num_classes).any():
+        bad = y[(y < 0) | (y >= num_classes)][0]
+        raise ValueError(f"labels must lie in [0, num_classes={num_classes}), found {bad}")
+    return num_classes
+
+
+def check_class_counts(counts, min_per_class: int = 1, class_values=None) -> None:
+    """At least two classes present, each with `min_per_class` samples; counts [C] (ints or floats)."""
+    counts = np.rint(np.asarray(counts)).astype(np.int64)
+    class_values = np.arange(counts.shape[0]) if class_values is None else class_values
     present = np.flatnonzero(counts)
     if len(present) < 2:
         raise ValueError(f"fewer than two classes: the labels hold only {len(present)} distinct class(es)")
@@ -131,7 +149,27 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
         c = small[0]
         raise ValueError(f"class {class_values[c]} has {counts[c]} sample(s); at least {min_per_class} "
                          "per class are needed")
-    return Validated(feats, y.astype(np.int32), probs, num_classes, class_values)
+
+
+def validate_chunk(features=None, labels=None, source_probs=None, *, source_logits=None, num_classes: int):
+    """One chunk of a streamed input: (features [n, D] float or None, labels [n] int32, source
+    probabilities [n, Cs] or None), with the checks of `validate_inputs` that apply to a part of
+    the data (dtype, rank, NaN/Inf, N agreement, integer labels in [0, num_classes), distributions);
+    the class counts are checked on the totals (`check_class_counts`)."""
+    if labels is None:
+        raise ValueError("each chunk needs its labels")
+    if source_probs is not None and source_logits is not None:
+        raise ValueError("pass either source_probs or source_logits, not both")
+    feats = None if features is None else _float_matrix("features", features)[0]
+    probs = _source_probs(source_probs, source_logits)
+    if feats is None and probs is None:
+        raise ValueError("a chunk holds neither features nor source probabilities")
+    n = (feats if feats is not None else probs).shape[0]
+    if feats is not None and probs is not None and probs.shape[0] != n:
+        raise ValueError(f"features have N = {n} rows but source probabilities have {probs.shape[0]}")
+    y = _labels(labels, n)
+    _check_range(y, num_classes)
+    return feats, y.astype(np.int32), probs
 
 
 def validate_targets(features, targets) -> tuple[np.ndarray, np.ndarray]:

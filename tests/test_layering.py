@@ -13,7 +13,8 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "jscore")
 # `backbones` under `data` (readers take a backbone's preprocessing preset).
 LAYERS = [
     "jscore.assets", "jscore._numerics", "jscore._lbfgs", "jscore._pairwise", "jscore.stats",
-    "jscore.class_scatter", "jscore.validate", "jscore.scorers", "jscore.api",
+    "jscore.moments", "jscore.class_scatter", "jscore.validate", "jscore.scorers", "jscore.streaming",
+    "jscore.api",
     "jscore.sharding", "jscore.batch", "jscore",  # the package: lazy re-exports of api and batch
     "jscore.backbones", "jscore.data", "jscore.demo", "jscore.features", "jscore.finetune",
     "jscore.evaluate", "jscore.study", "jscore.commands", "jscore.cli", "jscore.__main__",

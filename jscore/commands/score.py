@@ -1,4 +1,5 @@
-"""`jscore score`: score a feature file (or the built-in demo zoo) with every score."""
+"""`jscore score`: score a feature file (or the built-in demo zoo) with every score; `.npy`
+feature files with `--labels` are memory-mapped and streamed (`--chunk-size`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--float64", action="store_true",
                    help="compute in float64 (for severely ill-conditioned features; CPU/GPU only)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="stream the samples this many rows at a time (memory independent of N; only the "
+                        "streamable scores: hscore, reg_hscore, logme, gbc, transrate, nce, leep). FILE.npy "
+                        "feature files are memory-mapped and always streamed (default 4096 rows)")
+    p.add_argument("--labels", default=None, metavar="LABELS.npy",
+                   help="the [N] labels of FILE.npy feature files (memory-mapped features [N, D])")
 
 
 def load_npz(path: str) -> dict:
@@ -98,6 +105,8 @@ def run(args) -> int:
         models, labels, quality = demo_zoo()
     elif not args.files:
         raise ValueError("give one or more FILE.npz, or --demo")
+    elif any(path.endswith(".npy") for path in args.files):
+        return _run_memmap(args)
     else:
         loaded = [load_npz(path) for path in args.files]
         if any("targets" in d for d in loaded):
@@ -113,14 +122,39 @@ def run(args) -> int:
             models[model_name(path, models)] = data
         if args.num_classes is None and len(stored_classes) == 1:
             args.num_classes = stored_classes.pop()
+    if args.labels is not None:
+        raise ValueError("--labels goes with FILE.npy feature files; .npz files hold their labels")
+    stream = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
     if len(models) == 1:
         (name, inputs), = models.items()
         results = {name: jscore.score(inputs.get("features"), labels, source_probs=inputs.get("source_probs"),
                                       source_logits=inputs.get("source_logits"), scores=args.scores,
-                                      num_classes=args.num_classes, seed=args.seed, float64=args.float64)}
+                                      num_classes=args.num_classes, seed=args.seed, float64=args.float64, **stream)}
     else:
         results = jscore.score_zoo(models, labels, scores=args.scores, num_classes=args.num_classes,
-                                   seed=args.seed, float64=args.float64)
+                                   seed=args.seed, float64=args.float64, **stream)
+    return _print(args, results, quality)
+
+
+def _run_memmap(args) -> int:
+    """FILE.npy feature files ([N, D], memory-mapped) with --labels: streamed, one model per file."""
+    import jscore
+
+    if not all(path.endswith(".npy") for path in args.files):
+        raise ValueError("give either .npy feature files (with --labels) or .npz files, not both")
+    if args.labels is None:
+        raise ValueError("FILE.npy holds features only: give their labels with --labels LABELS.npy")
+    models = {}
+    for path in args.files:
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        models[model_name(path, models)] = {"features": path}
+    results = jscore.score_zoo(models, args.labels, scores=args.scores, num_classes=args.num_classes,
+                               seed=args.seed, float64=args.float64, chunk_size=args.chunk_size or 4096)
+    return _print(args, results, None)
+
+
+def _print(args, results, quality) -> int:
     if args.json:
         json.dump(results if len(results) > 1 else next(iter(results.values())), sys.stdout, indent=2)
         print()

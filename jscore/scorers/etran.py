@@ -50,6 +50,16 @@ def etran_energy_from_stats(fs: FeatureStats, feature_mask=None, *, percent: flo
     return (total if tail == "bottom" else -total) / k
 
 
+def nearest_mean_logits(xc, means, counts, n):
+    """[N, C] logits of ETran's published LDA term: x_i^T m_c - |m_c|^2 / 2 + log(n_c / n) for
+    centred rows xc [N, D] and centred class means [C, D]; -inf for absent classes. Shared by the
+    one-shot form and the streamed second pass (`jscore.streaming`)."""
+    present = counts > 0
+    log_prior = jnp.log(jnp.where(present, counts / n, 1))
+    logits = mm(xc, means.T) - 0.5 * jnp.sum(means**2, axis=1)[None, :] + log_prior[None, :]
+    return jnp.where(present[None, :], logits, -jnp.inf)
+
+
 def etran_lda_from_stats(fs: FeatureStats, *, form: str = "published"):
     """ETran's LDA term from the shared statistics (see `etran_lda`)."""
     if form not in LDA_FORMS:
@@ -59,12 +69,10 @@ def etran_lda_from_stats(fs: FeatureStats, *, form: str = "published"):
         # coef_c = m_c E E^T with E orthogonal (eigh of a non-symmetric matrix reads one triangle):
         # the logits of a nearest-class-mean rule with priors, x^T m_c - |m_c|^2 / 2 + log pi_c.
         # Centred features: the softmax is invariant to a common shift of x and the means.
-        x = fs.xc
-        means = class_means(x, ls)
-        present = ls.counts > 0
-        log_prior = jnp.log(jnp.where(present, ls.counts / ls.n, 1))
-        logits = mm(x, means.T) - 0.5 * jnp.sum(means**2, axis=1)[None, :] + log_prior[None, :]
-        logits = jnp.where(present[None, :], logits, -jnp.inf)
+        if fs.streamed:
+            raise ValueError("etran_lda from streamed statistics takes a second pass over the samples "
+                             "(jscore.streaming.accumulate with lda=True)")
+        logits = nearest_mean_logits(fs.xc, class_means(fs.xc, ls), ls.counts, ls.n)
     else:
         z = kept_pc_scores(fs)
         means = class_means(z, ls)

@@ -25,16 +25,30 @@ def _class_gaussians(x, fs: FeatureStats, valid_dims):
     return means, jnp.where(valid_dims, jnp.maximum(var, VARIANCE_FLOOR), 1)
 
 
+def _class_gaussians_streamed(fs: FeatureStats, k: int, valid_dims):
+    """`_class_gaussians` from streamed statistics: on the top k principal directions V_k, the
+    class means are V_k^T (mu_c - mu) and the variances diag(V_k^T W_c V_k) / n_c."""
+    if fs.class_scatter is None:
+        raise ValueError("streamed gbc needs the per-class scatters (jscore.moments with class_scatter=True)")
+    v = fs.evecs[:, :k]
+    means = mm(fs.class_dev, v) * valid_dims[None, :]
+    proj = jax.lax.map(lambda w_c: jnp.sum(v * mm(w_c, v), axis=0), fs.class_scatter)  # [C, k]
+    var = safe_div(proj, fs.labels.counts[:, None])
+    return means, jnp.where(valid_dims, jnp.maximum(var, VARIANCE_FLOOR), 1)
+
+
 def gbc_from_stats(fs: FeatureStats, *, dims: int = 64, gaussian: str = "spherical"):
     """GBC from the shared decomposition (see `gbc`)."""
     if gaussian not in GAUSSIANS:
         raise ValueError(f"gaussian must be one of {GAUSSIANS}, got {gaussian!r}")
-    x = pc_scores(fs, dims)
-    k = x.shape[1]
+    k = min(dims, fs.evals.shape[0])
     # PCA keeps min(dims, D, n) components (as scikit-learn's PCA(dims) would), padding excluded.
     valid_dims = jnp.arange(k) < jnp.minimum(jnp.minimum(dims, fs.d_eff), fs.labels.n)
-    x = x * valid_dims[None, :]
-    means, var = _class_gaussians(x, fs, valid_dims)
+    if fs.streamed:
+        means, var = _class_gaussians_streamed(fs, k, valid_dims)
+    else:
+        x = pc_scores(fs, dims) * valid_dims[None, :]
+        means, var = _class_gaussians(x, fs, valid_dims)
     num_dims = valid_dims.sum()
     diff_sq = (means[:, None, :] - means[None, :, :]) ** 2 * valid_dims  # [C, C, k]
     if gaussian == "diagonal":

@@ -71,7 +71,8 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
     sum_c n_c (2 d_c^T x_c - |Xs x_c|^2), whose error is quadratic in that of x_c: the float32
     Gram's round-off (about eps * its largest eigenvalue) then no longer limits the result.
     With an explicit `rcond`, eigenvalues of the covariance below rcond * the largest are dropped
-    exactly (no refinement), from `fs.evals` when present.
+    exactly (no refinement), from `fs.evals` when present. Streamed statistics (`fs.streamed`)
+    take the pseudo-inverse of the accumulated equilibrated scatter, without refinement.
     """
     counts = fs.labels.counts
     if rcond is not None or fs.eq_evals is None:
@@ -81,13 +82,16 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
             return jnp.sum(counts[:, None] * fs.class_proj**2 * inv[None, :])
     kept = fs.eq_kept if rcond is None else rank_mask(fs.eq_evals, rcond)
     onehot = fs.labels.onehot
-    if fs.is_gram or rcond is not None:
+    if fs.is_gram or fs.streamed or rcond is not None:
         if fs.is_gram:
             # H = sum_c |U_kept^T e_c|^2 / n_c: only the span of the kept directions matters.
             proj = mm(onehot.T, fs.eq_evecs) * kept[None, :]
             return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
-        xs = fs.xc / fs.col_scale[None, :]
-        d = safe_div(mm(onehot.T, xs), counts[:, None])
+        if fs.streamed:  # no samples to refine against: the pseudo-inverse of the accumulated scatter
+            d = fs.class_dev / fs.col_scale[None, :]
+        else:
+            xs = fs.xc / fs.col_scale[None, :]
+            d = safe_div(mm(onehot.T, xs), counts[:, None])
         proj = mm(d, fs.eq_evecs)
         inv = jnp.where(kept, 1 / jnp.where(kept, fs.eq_evals, 1), 0)
         return jnp.sum(counts[:, None] * proj**2 * inv[None, :])

@@ -20,11 +20,17 @@ def leep_from_onehot(probs, onehot):
     """LEEP from probabilities [N, Cs] and weighted one-hot labels [N, C] (rows of masked samples
     all zero). Shared by `leep` and N-LEEP, whose probabilities are GMM posteriors."""
     joint = mm(probs.T, onehot)  # [Cs, C], n * P(z, y)
-    cond = leep_conditional(joint)
+    return safe_div(leep_log_sum(probs, onehot, leep_conditional(joint)), onehot.sum())
+
+
+def leep_log_sum(probs, onehot, cond):
+    """sum_i w_i log sum_z theta_i(z) P(y_i | z) for probabilities [N, Cs], weighted one-hot labels
+    [N, C] and P(y | z) `cond` [Cs, C]: a sum over samples, so a second pass over chunks (with
+    `cond` from the first pass's joint table) gives LEEP = this sum / n."""
     weights = onehot.sum(1)
     # Expected empirical prediction of each sample's own label: sum_z theta_i(z) P(y_i | z).
     eep = jnp.sum(mm(probs, cond) * (onehot > 0), axis=1)
-    return safe_div(jnp.sum(xlogy_safe(weights, eep)), weights.sum())
+    return jnp.sum(xlogy_safe(weights, eep))
 
 
 @partial(jax.jit, static_argnames=("num_classes",))

@@ -39,8 +39,11 @@ def ledoit_wolf_from_stats(fs: FeatureStats) -> Shrinkage:
     # Computed pairs beyond the valid dimensions (padding) are zero and must not count.
     num_missing = d - lam.shape[0]
     delta = (jnp.sum((lam - mu) ** 2) + num_missing * mu**2) / d
-    sq_norms = jnp.sum((fs.xc / jnp.sqrt(s2)) ** 2, axis=1)
-    beta_ = jnp.sum(sq_norms**2)
+    if fs.streamed:  # accumulated in the same units by jscore.moments
+        beta_ = fs.row_norm4
+    else:
+        sq_norms = jnp.sum((fs.xc / jnp.sqrt(s2)) ** 2, axis=1)
+        beta_ = jnp.sum(sq_norms**2)
     frob_sq = jnp.sum(lam**2)  # ||Sigma||_F^2
     beta = (beta_ / n - frob_sq) / (d * n)
     beta = jnp.minimum(beta, delta)

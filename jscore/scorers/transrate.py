@@ -57,15 +57,33 @@ def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: 
     """TransRate from the shared decomposition (see `transrate`): R(Z) from its eigenvalues."""
     # R(Z) = 1/2 log det(I + Z^T Z / (n eps)) = 1/2 sum_k log(1 + s_k / (n eps)).
     rate = 0.5 * jnp.sum(jnp.log1p(fs.evals / (fs.labels.n * eps)))
+    if fs.streamed:
+        if fs.class_scatter is None:
+            raise ValueError("streamed transrate needs the per-class scatters (jscore.moments with class_scatter=True)")
+        return _transrate(None, fs.labels, rate, eps=eps, class_weights=class_weights,
+                          logdet=lambda coef: streamed_class_logdet(fs, coef))
     return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights)
 
 
-def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights):
+def streamed_class_logdet(fs: FeatureStats, coef):
+    """[C] log det(I + coef_c Z_c^T Z_c) from streamed statistics: the rows of class c centred on
+    the global mean have the scatter Z_c^T Z_c = W_c + n_c (mu_c - mu)(mu_c - mu)^T."""
+    eye = jnp.eye(fs.class_dev.shape[1], dtype=fs.class_dev.dtype)
+
+    def one_class(args):
+        w_c, d_c, n_c, k_c = args
+        chol = jnp.linalg.cholesky(eye + k_c * (w_c + n_c * d_c[:, None] * d_c[None, :]))
+        return 2 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+    return jax.lax.map(one_class, (fs.class_scatter, fs.class_dev, fs.labels.counts, coef))
+
+
+def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None):
     if class_weights not in CLASS_WEIGHTS:
         raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}")
     present = ls.counts > 0
     coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
-    class_rates = 0.5 * class_scatters_logdet(xc, ls, coef)
+    class_rates = 0.5 * (class_scatters_logdet(xc, ls, coef) if logdet is None else logdet(coef))
     if class_weights == "uniform":
         weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
     else:
