@@ -69,7 +69,9 @@ def truth_rows(plan: Plan, gt=None) -> List[dict]:
         rec = plan.read_record(u)
         if rec is None:
             continue
-        r = dict(rec["result"], status="done", run_id=u.id)
+        # A run's own status: "diverged" runs count as failed and are never selected.
+        r = dict(rec["result"], run_id=u.id)
+        r["status"] = "done" if r.get("status", "done") == "done" else "failed"
         by_seed.setdefault(int(u.args["seed"]), []).append(r)
     rows = []
     for seed, records in sorted(by_seed.items()):

@@ -145,7 +145,7 @@ def _train_config(ctx: Context, a: dict):
 def run_truth(ctx: Context, unit: Unit) -> dict:
     import jax
 
-    from jscore.finetune.loop import fit
+    from jscore.finetune.loop import DivergedError, fit
 
     a = unit.args
     gt = _truth_of(ctx, a)
@@ -163,8 +163,11 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
         tests = {"test": splits.pop("test"), **splits}
         # One device: a probe on [N, D] features is too small to gain from data parallelism, and
         # its numbers then do not depend on how many devices a process has.
-        result = fit(feature_backbone(train.inputs.shape[1]), {}, train, val, tests, num_classes,
-                     probe_config(config), identity_input_fn, devices=devices[:1])
+        try:
+            result = fit(feature_backbone(train.inputs.shape[1]), {}, train, val, tests, num_classes,
+                         probe_config(config), identity_input_fn, devices=devices[:1])
+        except DivergedError as err:
+            result = {"status": "diverged", "error": str(err)}
     else:
         from jscore.finetune.data import load_split
         from jscore.finetune.train import image_input_fn
@@ -182,9 +185,14 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
         tests = {"test": loaded.pop("test"), **loaded}
         # Checkpoints (resume inside a run) only in a single process: each process trains its own units.
         run_dir = os.path.join(ctx.cfg.out, "runs", unit.id) if jax.process_count() == 1 else None
-        result = fit(bb, variables, train, val, tests, num_classes, config,
-                     image_input_fn(bb.preprocess, size, config.augment, config.augment_config),
-                     run_dir=run_dir, devices=devices)
+        try:
+            result = fit(bb, variables, train, val, tests, num_classes, config,
+                         image_input_fn(bb.preprocess, size, config.augment, config.augment_config),
+                         run_dir=run_dir, devices=devices)
+        except DivergedError as err:
+            # A diverged run is an outcome of the search, not a failure of the study (as in
+            # `jscore.finetune.sweep`): recorded, and left out when the ground truth is selected.
+            result = {"status": "diverged", "error": str(err)}
     result.pop("history", None)
     result.update({"model": a["backbone"], "dataset": a["dataset"], "learning_rate": a["learning_rate"],
                    "weight_decay": a["weight_decay"], "seed": a["seed"], "mode": config.mode,

@@ -134,3 +134,29 @@ def test_study_with_two_ground_truths_reports_their_agreement(tmp_path):
     else:
         assert float(got) == pytest.approx(want, abs=0.005)
     assert "## Compute spent" in md and "truth (long)" in md
+
+
+def test_diverged_run_is_recorded_and_never_selected(tmp_path):
+    """A learning rate that blows the loss up is an outcome of the search: the unit is done,
+    its record says diverged, and the ground truth is the other point's run."""
+    from jscore.study import load_config, make_plan, run_plan
+    from jscore.study.report import truth_rows
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    truths = """
+[ground_truth]
+recipe = "probe"
+search = "grid:2x1"
+lr_range = [1e-2, 1e35]
+epochs = 2
+batch_size = 16
+"""
+    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths))
+    plan = make_plan(cfg)
+    run_plan(plan, stages=("extract", "score", "truth"), progress=False)
+    recs = [plan.read_record(u) for u in plan.units["truth"]]
+    assert all(r is not None for r in recs)  # every unit is done, none raised
+    diverged = [r for r in recs if r["result"].get("status") == "diverged"]
+    assert diverged and all(r["result"]["learning_rate"] > 1e30 for r in diverged)
+    rows = truth_rows(plan)
+    assert len(rows) == 3 and all(row["learning_rate"] == pytest.approx(1e-2) for row in rows)
