@@ -370,6 +370,35 @@ def _grid(t: _Tensor):
     return float(t.scale[0]), float(t.zero_point[0]), qmin, qmax
 
 
+def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
+    """`(shift, away_from_zero)` of the op's requantisation (`jscore.backbones.tflite_quant`): the
+    right shift `k` of conv, depthwise and dense `M = s_in s_w / s_out` (per channel with
+    per-channel weights; half up) and of MUL `M = s_a s_b / s_out` (half away from zero); for
+    AVERAGE_POOL_2D a tie margin (below); `(0, False)`, round once half up, for every other op
+    and for float tensors."""
+    from jscore.backbones.tflite_quant import multiplier_shift
+
+    T = graph.tensors
+    out = T[op.outputs[0]]
+    grid = _grid(out)
+    if grid is not None and op.name == "AVERAGE_POOL_2D" and _grid(T[op.inputs[0]]) == grid:
+        # The integer kernel averages raw codes exactly, (sum +- n/2) / n, half away from zero:
+        # the mean of the codes is a multiple of 1/n. Rounding at 2^-k < 1/(4n) first keeps
+        # every exact result and absorbs the float sum's error at a tie n + 1/2.
+        n = int(np.prod(op.options["window"]))
+        return int(np.ceil(np.log2(max(n, 1)))) + 2, out.dtype == "INT8"
+    if grid is None or op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL"):
+        return 0, False
+    a, b = T[op.inputs[0]], T[op.inputs[1]]
+    if not (a.quantized and b.quantized) or a.scale.size != 1:
+        return 0, False
+    m = (a.scale.astype(np.float64)[0] * b.scale.astype(np.float64)) / np.float64(out.scale[0])
+    if op.name == "MUL" and m.size != 1:
+        return 0, False
+    k = multiplier_shift(m)
+    return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), op.name == "MUL"
+
+
 def _op_fn(graph: _Graph, op: _Op) -> Callable:
     """`(layer_params, inputs: list of arrays or None for constants) -> output array`."""
     from jscore.backbones import tflite_ops as ops
@@ -486,6 +515,8 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         # Which inputs are activations (others are constants: folded into params or static).
         live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
         grid = _grid(graph.tensors[op.outputs[0]])
+        if grid is not None:
+            grid = grid + _requant(graph, op)
         steps.append((key if layer else None, fn, live, op.outputs[0], grid))
 
     in_t = graph.tensors[graph.inputs[0]]
@@ -501,16 +532,17 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
     def all_tensors(p, x):
         """`{tensor index: value}` of every computed tensor (for checks against a runtime)."""
         from jscore.backbones import tflite_ops as ops
+        from jscore.backbones.tflite_quant import requantize
 
         x = jnp.asarray(x, jnp.float32)
         if in_grid is not None:
-            x = ops.quantize_grid(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
+            x = requantize(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
         env = {input_index: x}
         for key, fn, live, out, grid in steps:
             xs = [env[i] if i is not None else None for i in live]
             y = fn(p.get(key, {}) if key is not None else {}, xs)
             if grid is not None:
-                y = ops.quantize_grid(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid)
+                y = requantize(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid[:4])
             env[out] = y
         return env
 
