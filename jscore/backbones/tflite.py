@@ -396,7 +396,23 @@ def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
     if op.name == "MUL" and m.size != 1:
         return 0, False
     k = multiplier_shift(m)
-    return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), op.name == "MUL"
+    # Half away from zero in MUL and the uint8 depthwise kernel (gemmlowp's primitives); half up
+    # in the GEMM-based convolutions and the int8 per-channel depthwise kernel (measured).
+    away = op.name == "MUL" or (op.name == "DEPTHWISE_CONV_2D" and out.dtype == "UINT8")
+    return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), away
+
+
+def _hard_swish_lut(graph: _Graph, op: _Op) -> Optional[Callable]:
+    """HARD_SWISH between two 8-bit grids as the integer kernel's code table (exact), or None."""
+    from jscore.backbones import tflite_ops as ops
+    from jscore.backbones.tflite_quant import hard_swish_table, lookup
+
+    gi, go = _grid(graph.tensors[op.inputs[0]]), _grid(graph.tensors[op.outputs[0]])
+    if gi is None or go is None or gi[2:] != go[2:]:
+        return None
+    (si, zi, qmin, qmax), (so, zo) = gi, go[:2]
+    table = hard_swish_table(si, int(zi), so, int(zo), qmin, qmax)
+    return lambda p, xs: lookup(xs[0], table, si, zi, qmin, so, zo, ops.hard_swish)
 
 
 def _op_fn(graph: _Graph, op: _Op) -> Callable:
@@ -512,6 +528,8 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         if layer:
             params[key] = layer
         fn = _op_fn(graph, op)
+        if fake_quant and op.name == "HARD_SWISH":
+            fn = _hard_swish_lut(graph, op) or fn
         # Which inputs are activations (others are constants: folded into params or static).
         live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
         grid = _grid(graph.tensors[op.outputs[0]])
