@@ -20,10 +20,12 @@ What the backbone returns:
 
 Quantised activations: every uint8/int8 activation is clipped to the range its grid holds (the
 integer kernels saturate there, and converters rely on it as an activation). By default
-(`fake_quant=True`) it is also rounded onto its grid, with a straight-through gradient so the
-model stays trainable: measured against `ai-edge-litert`, that follows the integer runtime more
-closely on most files (docs/zoo.md); `fake_quant=False` keeps float activations. Float files
-have no grids: both settings give the same float forward.
+(`fake_quant=True`) it is also rounded onto its grid the way the integer kernels round
+(`jscore.backbones.tflite_quant`: the requantisation multiplier's two rounding steps, HARD_SWISH
+as the kernel's int16 fixed-point code table), with a straight-through gradient so the model
+stays trainable: fed the runtime's own inputs, every op of the published files then gives the
+runtime's output codes on all but about 1e-5 of the elements (docs/zoo.md); `fake_quant=False`
+keeps float activations. Float files have no grids: both settings give the same float forward.
 
 Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
 """
@@ -387,6 +389,14 @@ def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
         # every exact result and absorbs the float sum's error at a tie n + 1/2.
         n = int(np.prod(op.options["window"]))
         return int(np.ceil(np.log2(max(n, 1)))) + 2, out.dtype == "INT8"
+    if grid is not None and op.name == "MEAN" and _grid(T[op.inputs[0]]) is not None:
+        # The integer kernel sums the codes and applies M = s_in / (s_out n) like a convolution.
+        axes = _const_int(graph, op, 1).reshape(-1)
+        shape = T[op.inputs[0]].shape
+        n = int(np.prod([shape[int(a) % len(shape)] for a in axes])) if shape else 0
+        if n > 0:
+            m = np.float64(T[op.inputs[0]].scale[0]) / (np.float64(out.scale[0]) * n)
+            return int(multiplier_shift(m)), False   # half up; away from zero measured the same
     if grid is None or op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL"):
         return 0, False
     a, b = T[op.inputs[0]], T[op.inputs[1]]
@@ -496,8 +506,9 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
       where: the file's name, used in error messages.
       background: drop output column 0 of the classifier (a background class). None: drop it
         exactly when the classifier has 1001 outputs (ImageNet + background).
-      fake_quant: round uint8/int8 activations onto their quantisation grids (straight-through
-        gradient); False: float activations, only clipped to the grids' ranges.
+      fake_quant: round uint8/int8 activations onto their quantisation grids as the integer
+        kernels do (straight-through gradient); False: float activations, only clipped to the
+        grids' ranges.
     Returns:
       apply_fn: `(params, x) -> (features [B, D], logits [B, Cs] or None)`, x the float model input
         (`[B, H, W, C]`, or `[B, C, H, W]` for a channels-first file), pure and jittable.

@@ -12,15 +12,20 @@ al., CVPR 2018, section 2.2) stores `M` as a 31-bit fixed-point number and a pow
 2. `q = round(r / 2^k)`: the rounding right shift by `k`.
 
 The output is the real value `v = acc * M` (in output steps) rounded twice: `q = floor(floor(v
-2^k + 1/2) 2^-k + 1/2)`, half up, in the convolution kernels (ruy's output stage); half away from
-zero, `sign(v) q(|v|)`, in MUL (gemmlowp's fixed-point primitives). That is not `round(v)`:
+2^k + 1/2) 2^-k + 1/2)`, half up, in the GEMM-based convolutions and the int8 per-channel
+depthwise kernel; half away from zero, `sign(v) q(|v|)`, in MUL and the uint8 depthwise kernel
+(gemmlowp's fixed-point primitives; which kernel rounds which way was measured against the
+runtime, not read from its code). That is not `round(v)`:
 it rounds up from `v = n + 1/2 - 2^-(k+1)` on, so a quantised layer's outputs sit on average
 `2^-(k+1)` of a step above a float forward that rounds once, and a few percent of a layer's
 elements move up one step. Measured against `ai-edge-litert`'s builtin kernels fed their own
-input tensors, the double rounding reproduces every output of every 1x1 and 3x3 convolution and
-3x3 depthwise layer of the uint8 MobileNetV2/V3 files and every depthwise layer of the int8
-per-channel MCUNet file, where single rounding is off by one step on 0.5-5% of them
+input tensors, the double rounding reproduces all but a few elements in 10^6 of every
+convolution, depthwise and MUL layer of the uint8 MobileNetV2/V3/EdgeTPU files and the int8
+per-channel MCUNet file, where single rounding is off by one step on 0.5-5% of a layer
 (docs/zoo.md). With `k <= 0` (`M >= 1/2`) there is no second rounding.
+
+Elementwise kernels with their own fixed-point arithmetic (HARD_SWISH) become a table over the
+256 input codes (`hard_swish_table`), applied with `lookup`.
 
 This module holds the pieces; `jscore.backbones.tflite` applies them when `fake_quant=True`.
 """
@@ -29,7 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["multiplier_shift", "double_round", "requantize"]
+__all__ = ["multiplier_shift", "double_round", "requantize", "quantize_multiplier", "hard_swish_table", "lookup",
+           "srdhm16", "sdhm16", "rounding_divide_by_pot"]
 
 
 def multiplier_shift(multiplier) -> np.ndarray:
