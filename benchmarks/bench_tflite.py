@@ -140,8 +140,6 @@ def main(argv=None) -> int:
     f_flax = jax.jit(lambda v, im: module.apply(v, im))
     f_imp = jax.jit(bb.embed)
     f_fq = jax.jit(bb_fq.embed)
-    (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
-    diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
     programs = [("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables)]
     programs += _runtime_programs(path, np.asarray(x), args.threads)
     first, flops = {}, {}
@@ -152,10 +150,7 @@ def main(argv=None) -> int:
         if not hasattr(fn, "lower"):
             flops[label] = float("nan")
             continue
-        t = time.perf_counter()
-        compiled = fn.lower(v, x).compile()
-        first[label] = time.perf_counter() - t      # XLA compile alone (runtime rows: first invoke)
-        cost = compiled.cost_analysis()
+        cost = fn.lower(v, x).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops[label] = float(cost.get("flops", float("nan"))) if cost else float("nan")
     # Interleaved repeats: on a shared machine the load drifts, so each round times every program.
@@ -166,10 +161,12 @@ def main(argv=None) -> int:
             jax.block_until_ready(fn(v, x))
             times[label].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
+    diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
     print(f"model {args.model}, batch {args.batch_size}x{s}x{s}, import {import_s:.2f} s, "
           f"max |logit difference| flax vs imported {diff:.2e}, load: {os.getloadavg()[0]:.1f}")
     ref = med.get("litert")
-    print("| program | compile, s (litert: first invoke) | forward, ms (median) | images/s | ratio to flax | "
+    print("| program | first call (compile + run; litert: first invoke), s | forward, ms (median) | images/s | ratio to flax | "
           "ratio to litert | XLA flops |")
     print("|---|---|---|---|---|---|---|")
     for label, _, _ in programs:
