@@ -8,7 +8,12 @@ of a batch (median of --repeats after a warm-up), compile time separately, for
 
   flax        the hand-written Flax MobileNetV1;
   imported    `load_tflite(...).embed` (quantised files: activations clipped to their ranges);
-  fake-quant  `load_tflite(..., fake_quant=True).embed`.
+  fake-quant  `load_tflite(..., fake_quant=True).embed`;
+  litert      the reference runtime (`ai-edge-litert`) on the same batch (the input resized to
+              the batch size), its default path (XNNPACK delegate), `--threads` threads;
+  litert-builtin  its builtin kernels (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
+
+All in one process, same inputs; XLA compile time is the first call's, reported separately.
 
     python benchmarks/bench_tflite.py --batch-size 32 --repeats 5
     python benchmarks/bench_tflite.py --model mobilenet_v1_0.5_160_quant
@@ -42,6 +47,22 @@ FILES = {
 STRIDES = (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
 
 
+class DepthwiseBias(nn.Module):
+    """A depthwise 3x3 convolution with bias, through `jscore.backbones.depthwise` (the fast CPU
+    form the zoo's Flax families use), so that the baseline is the best hand-written Flax."""
+
+    strides: int
+
+    @nn.compact
+    def __call__(self, x):
+        from jscore.backbones.depthwise import depthwise_conv
+
+        c = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, 1, c))
+        bias = self.param("bias", nn.initializers.zeros, (c,))
+        return depthwise_conv(x, kernel, strides=(self.strides, self.strides), padding="SAME") + bias
+
+
 class MobileNetV1(nn.Module):
     """TF-slim MobileNetV1 with folded batch norm: -> (features [B, D], logits [B, 1001])."""
 
@@ -55,7 +76,7 @@ class MobileNetV1(nn.Module):
         x = jnp.clip(conv(self.widths[0], 3, 2, "stem")(x), 0, 6)
         for i, s in enumerate(STRIDES):
             c = x.shape[-1]
-            x = jnp.clip(conv(c, 3, s, f"dw{i}", groups=c)(x), 0, 6)
+            x = jnp.clip(DepthwiseBias(s, name=f"dw{i}")(x), 0, 6)
             x = jnp.clip(conv(self.widths[i + 1], 1, 1, f"pw{i}")(x), 0, 6)
         features = jnp.mean(x, axis=(1, 2))
         logits = conv(self.num_classes, 1, 1, "head")(features[:, None, None, :])[:, 0, 0, :]
@@ -71,11 +92,39 @@ def flax_params(imported: dict) -> dict:
     return {n: dict(imported[k]) for n, k in zip(names, keys)}
 
 
+def _runtime_programs(path: str, x: np.ndarray, threads: int):
+    """`(label, fn, None)` for the reference runtime's two kernel paths on the batch `x` (float
+    model input; quantised with the input tensor's parameters for an integer file)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        print("ai-edge-litert is not installed: no runtime rows", file=sys.stderr)
+        return []
+    out = []
+    for label, kw in (("litert", {}),
+                      ("litert-builtin", {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES})):
+        it = Interpreter(model_path=path, num_threads=threads, **kw)
+        d = it.get_input_details()[0]
+        it.resize_tensor_input(d["index"], list(x.shape))
+        it.allocate_tensors()
+        scale, zp = d["quantization"]
+        q = x.astype(np.float32) if not scale else np.clip(np.round(x / scale) + zp, *(
+            (0, 255) if d["dtype"] == np.uint8 else (-128, 127))).astype(d["dtype"])
+
+        def run(_v, _x, it=it, q=q, index=d["index"]):
+            it.set_tensor(index, q)
+            it.invoke()
+            return it.get_tensor(it.get_output_details()[0]["index"])
+        out.append((label, run, None))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenet_v1_0.25_224_float", choices=sorted(FILES))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2, help="runtime threads (XLA uses every core)")
     args = ap.parse_args(argv)
     path = os.path.join(MODELS, args.model, FILES[args.model])
     t = time.perf_counter()
@@ -91,14 +140,16 @@ def main(argv=None) -> int:
     f_flax = jax.jit(lambda v, im: module.apply(v, im))
     f_imp = jax.jit(bb.embed)
     f_fq = jax.jit(bb_fq.embed)
-    (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
-    diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
-    programs = (("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables))
+    programs = [("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables)]
+    programs += _runtime_programs(path, np.asarray(x), args.threads)
     first, flops = {}, {}
     for label, fn, v in programs:
         t = time.perf_counter()
         jax.block_until_ready(fn(v, x))
         first[label] = time.perf_counter() - t
+        if not hasattr(fn, "lower"):
+            flops[label] = float("nan")
+            continue
         cost = fn.lower(v, x).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         flops[label] = float(cost.get("flops", float("nan"))) if cost else float("nan")
@@ -110,13 +161,18 @@ def main(argv=None) -> int:
             jax.block_until_ready(fn(v, x))
             times[label].append(time.perf_counter() - t)
     med = {k: float(np.median(v)) for k, v in times.items()}
+    (_, l_flax), (_, l_imp) = f_flax(fvars, x), f_imp(bb.variables, x)
+    diff = float(jnp.abs(l_flax[:, 1:] - l_imp).max())
     print(f"model {args.model}, batch {args.batch_size}x{s}x{s}, import {import_s:.2f} s, "
           f"max |logit difference| flax vs imported {diff:.2e}, load: {os.getloadavg()[0]:.1f}")
-    print("| program | first call (compile + run), s | forward, ms (median) | images/s | ratio to flax | XLA flops |")
-    print("|---|---|---|---|---|---|")
+    ref = med.get("litert")
+    print("| program | first call (compile + run; litert: first invoke), s | forward, ms (median) | images/s | ratio to flax | "
+          "ratio to litert | XLA flops |")
+    print("|---|---|---|---|---|---|---|")
     for label, _, _ in programs:
+        r = f"{med[label] / ref:.2f}" if ref else "-"
         print(f"| {label} | {first[label]:.2f} | {1000 * med[label]:.1f} | {args.batch_size / med[label]:.0f} | "
-              f"{med[label] / med['flax']:.2f} | {flops[label]:.3g} |")
+              f"{med[label] / med['flax']:.2f} | {r} | {flops[label]:.3g} |")
     return 0
 
 

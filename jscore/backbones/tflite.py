@@ -20,10 +20,12 @@ What the backbone returns:
 
 Quantised activations: every uint8/int8 activation is clipped to the range its grid holds (the
 integer kernels saturate there, and converters rely on it as an activation). By default
-(`fake_quant=True`) it is also rounded onto its grid, with a straight-through gradient so the
-model stays trainable: measured against `ai-edge-litert`, that follows the integer runtime more
-closely on most files (docs/zoo.md); `fake_quant=False` keeps float activations. Float files
-have no grids: both settings give the same float forward.
+(`fake_quant=True`) it is also rounded onto its grid the way the integer kernels round
+(`jscore.backbones.tflite_quant`: the requantisation multiplier's two rounding steps, HARD_SWISH
+as the kernel's int16 fixed-point code table), with a straight-through gradient so the model
+stays trainable: fed the runtime's own inputs, every op of the published files then gives the
+runtime's output codes on all but about 1e-5 of the elements (docs/zoo.md); `fake_quant=False`
+keeps float activations. Float files have no grids: both settings give the same float forward.
 
 Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
 """
@@ -370,6 +372,59 @@ def _grid(t: _Tensor):
     return float(t.scale[0]), float(t.zero_point[0]), qmin, qmax
 
 
+def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
+    """`(shift, away_from_zero)` of the op's requantisation (`jscore.backbones.tflite_quant`): the
+    right shift `k` of conv, depthwise and dense `M = s_in s_w / s_out` (per channel with
+    per-channel weights; half up) and of MUL `M = s_a s_b / s_out` (half away from zero); for
+    AVERAGE_POOL_2D a tie margin (below); `(0, False)`, round once half up, for every other op
+    and for float tensors."""
+    from jscore.backbones.tflite_quant import multiplier_shift
+
+    T = graph.tensors
+    out = T[op.outputs[0]]
+    grid = _grid(out)
+    if grid is not None and op.name == "AVERAGE_POOL_2D" and _grid(T[op.inputs[0]]) == grid:
+        # The integer kernel averages raw codes exactly, (sum +- n/2) / n, half away from zero:
+        # the mean of the codes is a multiple of 1/n. Rounding at 2^-k < 1/(4n) first keeps
+        # every exact result and absorbs the float sum's error at a tie n + 1/2.
+        n = int(np.prod(op.options["window"]))
+        return int(np.ceil(np.log2(max(n, 1)))) + 2, out.dtype == "INT8"
+    if grid is not None and op.name == "MEAN" and _grid(T[op.inputs[0]]) is not None:
+        # The integer kernel sums the codes and applies M = s_in / (s_out n) like a convolution.
+        axes = _const_int(graph, op, 1).reshape(-1)
+        shape = T[op.inputs[0]].shape
+        n = int(np.prod([shape[int(a) % len(shape)] for a in axes])) if shape else 0
+        if n > 0:
+            m = np.float64(T[op.inputs[0]].scale[0]) / (np.float64(out.scale[0]) * n)
+            return int(multiplier_shift(m)), False   # half up; away from zero measured the same
+    if grid is None or op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MUL"):
+        return 0, False
+    a, b = T[op.inputs[0]], T[op.inputs[1]]
+    if not (a.quantized and b.quantized) or a.scale.size != 1:
+        return 0, False
+    m = (a.scale.astype(np.float64)[0] * b.scale.astype(np.float64)) / np.float64(out.scale[0])
+    if op.name == "MUL" and m.size != 1:
+        return 0, False
+    k = multiplier_shift(m)
+    # Half away from zero in MUL and the uint8 depthwise kernel (gemmlowp's primitives); half up
+    # in the GEMM-based convolutions and the int8 per-channel depthwise kernel (measured).
+    away = op.name == "MUL" or (op.name == "DEPTHWISE_CONV_2D" and out.dtype == "UINT8")
+    return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), away
+
+
+def _hard_swish_lut(graph: _Graph, op: _Op) -> Optional[Callable]:
+    """HARD_SWISH between two 8-bit grids as the integer kernel's code table (exact), or None."""
+    from jscore.backbones import tflite_ops as ops
+    from jscore.backbones.tflite_quant import hard_swish_table, lookup
+
+    gi, go = _grid(graph.tensors[op.inputs[0]]), _grid(graph.tensors[op.outputs[0]])
+    if gi is None or go is None or gi[2:] != go[2:]:
+        return None
+    (si, zi, qmin, qmax), (so, zo) = gi, go[:2]
+    table = hard_swish_table(si, int(zi), so, int(zo), qmin, qmax)
+    return lambda p, xs: lookup(xs[0], table, si, zi, qmin, so, zo, ops.hard_swish)
+
+
 def _op_fn(graph: _Graph, op: _Op) -> Callable:
     """`(layer_params, inputs: list of arrays or None for constants) -> output array`."""
     from jscore.backbones import tflite_ops as ops
@@ -451,8 +506,9 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
       where: the file's name, used in error messages.
       background: drop output column 0 of the classifier (a background class). None: drop it
         exactly when the classifier has 1001 outputs (ImageNet + background).
-      fake_quant: round uint8/int8 activations onto their quantisation grids (straight-through
-        gradient); False: float activations, only clipped to the grids' ranges.
+      fake_quant: round uint8/int8 activations onto their quantisation grids as the integer
+        kernels do (straight-through gradient); False: float activations, only clipped to the
+        grids' ranges.
     Returns:
       apply_fn: `(params, x) -> (features [B, D], logits [B, Cs] or None)`, x the float model input
         (`[B, H, W, C]`, or `[B, C, H, W]` for a channels-first file), pure and jittable.
@@ -483,9 +539,13 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         if layer:
             params[key] = layer
         fn = _op_fn(graph, op)
+        if fake_quant and op.name == "HARD_SWISH":
+            fn = _hard_swish_lut(graph, op) or fn
         # Which inputs are activations (others are constants: folded into params or static).
         live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
         grid = _grid(graph.tensors[op.outputs[0]])
+        if grid is not None:
+            grid = grid + _requant(graph, op)
         steps.append((key if layer else None, fn, live, op.outputs[0], grid))
 
     in_t = graph.tensors[graph.inputs[0]]
@@ -501,16 +561,17 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
     def all_tensors(p, x):
         """`{tensor index: value}` of every computed tensor (for checks against a runtime)."""
         from jscore.backbones import tflite_ops as ops
+        from jscore.backbones.tflite_quant import requantize
 
         x = jnp.asarray(x, jnp.float32)
         if in_grid is not None:
-            x = ops.quantize_grid(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
+            x = requantize(x, *in_grid) if fake_quant else ops.clip_to_grid(x, *in_grid)
         env = {input_index: x}
         for key, fn, live, out, grid in steps:
             xs = [env[i] if i is not None else None for i in live]
             y = fn(p.get(key, {}) if key is not None else {}, xs)
             if grid is not None:
-                y = ops.quantize_grid(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid)
+                y = requantize(y, *grid) if fake_quant else ops.clip_to_grid(y, *grid[:4])
             env[out] = y
         return env
 
