@@ -153,11 +153,12 @@ def truth_agreement(plan: Plan, tidies: dict):
     # Stored as a tidy table, so `jscore evaluate agreement.csv --truth <first>_test_<truth>` recomputes it.
     df.to_csv(os.path.join(plan.config.out, "agreement.csv"), index=False)
     ev = evaluate_arrays(to_arrays(df, truth=truth_col), seed=plan.config.seed, num_resamples=plan.config.bootstrap)
+    per = ev.per_dataset[ev.per_dataset["models"] >= 3]  # pairs of ground truths that share the dataset
     table = pd.DataFrame({
-        "ground truth": ev.per_dataset["score"], "against": first.name, "dataset": ev.per_dataset["dataset"],
-        "models": ev.per_dataset["models"],
-        "Kendall tau": [_ci(r, "tau") for _, r in ev.per_dataset.iterrows()],
-        "weighted tau": [_ci(r, "wtau") for _, r in ev.per_dataset.iterrows()],
+        "ground truth": per["score"], "against": first.name, "dataset": per["dataset"],
+        "models": per["models"],
+        "Kendall tau": [_ci(r, "tau") for _, r in per.iterrows()],
+        "weighted tau": [_ci(r, "wtau") for _, r in per.iterrows()],
     })
     return table, ev
 
