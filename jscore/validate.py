@@ -87,18 +87,8 @@ def validate_inputs(features=None, labels=None, source_probs=None, *, source_log
       out-of-range labels, fewer than two classes, too few samples in a class, source
       probabilities that are not distributions (pass `source_logits=` instead).
     """
-    if labels is None:
-        raise ValueError("labels are required")
-    if source_probs is not None and source_logits is not None:
-        raise ValueError("pass either source_probs or source_logits, not both")
-    feats = None if features is None else _float_matrix("features", features)[0]
-    probs = _source_probs(source_probs, source_logits)
-    if feats is None and probs is None:
-        raise ValueError("nothing to score: pass features and/or source_probs (or source_logits)")
-    n = (feats if feats is not None else probs).shape[0]
-    if feats is not None and probs is not None and probs.shape[0] != n:
-        raise ValueError(f"features have N = {n} rows but source probabilities have {probs.shape[0]}")
-    y = _labels(labels, n)
+    feats, y, probs = _checked_arrays(features, labels, source_probs, source_logits, no_labels="labels are required",
+                                      nothing="nothing to score: pass features and/or source_probs (or source_logits)")
     if num_classes is None:
         class_values, y = np.unique(y, return_inverse=True)
         num_classes = len(class_values)
@@ -151,23 +141,31 @@ def check_class_counts(counts, min_per_class: int = 1, class_values=None) -> Non
                          "per class are needed")
 
 
-def validate_chunk(features=None, labels=None, source_probs=None, *, source_logits=None, num_classes: int):
-    """One chunk of a streamed input: (features [n, D] float or None, labels [n] int32, source
-    probabilities [n, Cs] or None), with the checks of `validate_inputs` that apply to a part of
-    the data (dtype, rank, NaN/Inf, N agreement, integer labels in [0, num_classes), distributions);
-    the class counts are checked on the totals (`check_class_counts`)."""
+def _checked_arrays(features, labels, source_probs, source_logits, *, no_labels: str, nothing: str):
+    """The checks shared by a whole input and a streamed chunk -> (features [N, D] or None,
+    labels [N], source probabilities [N, Cs] or None); `no_labels`/`nothing` word the errors."""
     if labels is None:
-        raise ValueError("each chunk needs its labels")
+        raise ValueError(no_labels)
     if source_probs is not None and source_logits is not None:
         raise ValueError("pass either source_probs or source_logits, not both")
     feats = None if features is None else _float_matrix("features", features)[0]
     probs = _source_probs(source_probs, source_logits)
     if feats is None and probs is None:
-        raise ValueError("a chunk holds neither features nor source probabilities")
+        raise ValueError(nothing)
     n = (feats if feats is not None else probs).shape[0]
     if feats is not None and probs is not None and probs.shape[0] != n:
         raise ValueError(f"features have N = {n} rows but source probabilities have {probs.shape[0]}")
-    y = _labels(labels, n)
+    return feats, _labels(labels, n), probs
+
+
+def validate_chunk(features=None, labels=None, source_probs=None, *, source_logits=None, num_classes: int):
+    """One chunk of a streamed input: (features [n, D] float or None, labels [n] int32, source
+    probabilities [n, Cs] or None), with the checks of `validate_inputs` that apply to a part of
+    the data (dtype, rank, NaN/Inf, N agreement, integer labels in [0, num_classes), distributions);
+    the class counts are checked on the totals (`check_class_counts`)."""
+    feats, y, probs = _checked_arrays(features, labels, source_probs, source_logits,
+                                      no_labels="each chunk needs its labels",
+                                      nothing="a chunk holds neither features nor source probabilities")
     _check_range(y, num_classes)
     return feats, y.astype(np.int32), probs
 
