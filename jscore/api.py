@@ -197,14 +197,16 @@ def shared_parts(names) -> dict:
             "equilibrate": "hscore" in names}
 
 
-def warn_saturation(names, num_samples: int, num_features: int, num_classes: int) -> None:
+def warn_saturation(names, num_samples: int, num_features: int, num_classes: int, models=None) -> None:
     """H-score is C - 1 for every model whose centred features span all N - 1 sample directions,
-    which is bound to happen when N <= D + 1: warn, and suggest a PCA dimension."""
+    which is bound to happen when N <= D + 1: warn, and suggest a PCA dimension. `models`: the
+    names of the zoo's models concerned (`score_zoo`), with `num_features` their smallest D."""
     if "hscore" in names and num_samples - 1 <= num_features:
         import warnings
 
         dims = max(1, min(num_features, (num_samples - 1) // 4))
-        warnings.warn(f"hscore: N = {num_samples} samples for D = {num_features} feature dimensions: with "
+        which = f" (model(s) {', '.join(models)})" if models else ""
+        warnings.warn(f"hscore{which}: N = {num_samples} samples for D = {num_features} feature dimensions: with "
                       f"N <= D + 1 H-score saturates at its bound C - 1 = {num_classes - 1} for every model "
                       f"and cannot rank them. Reduce the features with PCA first, to at most about "
                       f"{dims} dimensions (N / 4), or score more samples.", UserWarning, stacklevel=3)

@@ -167,6 +167,11 @@ def score_buckets(models: Mapping[str, Mapping], labels, *, scores="all", num_cl
     y, num_classes = first.labels, first.num_classes
     n = y.shape[0]
     check_samples(plan, n, num_classes)
+    wide = {m: v.features.shape[1] for m, v in checked.items() if v.features is not None and n - 1 <= v.features.shape[1]}
+    if wide:
+        from jscore.api import warn_saturation
+
+        warn_saturation(names, n, min(wide.values()), num_classes, models=sorted(wide))
     data_shards = 1 if mesh is None else mesh.shape["data"]
     model_shards = 1 if mesh is None else mesh.shape["models"]
     extra = _pad_rows(n, data_shards)

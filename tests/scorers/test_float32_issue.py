@@ -103,3 +103,18 @@ def test_saturated_hscore_warns_and_suggests_pca():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         jscore.score(f[:, :5], y, scores=["hscore"])
+
+
+def test_saturated_hscore_warns_in_score_zoo_naming_the_models():
+    rng = np.random.default_rng(1)
+    y = np.arange(20) % 4
+    zoo = {"wide": {"features": rng.normal(size=(20, 50)).astype(np.float32)},
+           "narrow": {"features": rng.normal(size=(20, 5)).astype(np.float32)}}
+    with pytest.warns(UserWarning, match=r"hscore \(model\(s\) wide\).*D = 50.*PCA") as caught:
+        out = jscore.score_zoo(zoo, y, scores=["hscore"])
+    assert not any("narrow" in str(w.message) for w in caught)
+    np.testing.assert_allclose(out["wide"]["hscore"], 3.0, rtol=1e-4)  # saturated at C - 1
+    assert out["narrow"]["hscore"] < 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jscore.score_zoo({"narrow": zoo["narrow"]}, y, scores=["hscore"])
