@@ -46,12 +46,28 @@ def baseline_facts(plan: Plan) -> Dict[str, dict]:
 
 
 def score_values(plan: Plan) -> Dict[tuple, dict]:
-    """{(dataset, backbone): {score: value}} from the finished score units."""
+    """{(dataset, backbone): {score: value}} from the finished score units, plus the scores
+    defined relative to the zoo (ETran's and NCTI's min-max combinations, `with_relative_scores`)."""
     out = {}
     for u in plan.units.get("score", []):
         rec = plan.read_record(u)
         if rec is not None:
             out[(u.args["dataset"], u.args["backbone"])] = dict(rec["result"]["scores"])
+    return with_relative_scores(out)
+
+
+def with_relative_scores(values: Dict[tuple, dict]) -> Dict[tuple, dict]:
+    """`values` ({(dataset, model): {score: value}}, each model scored alone) with every relative
+    score whose components it holds, combined per dataset over the models that have them, as
+    `jscore.score_zoo` combines them over its models."""
+    from jscore.batch import combine_relative
+    from jscore.scorers import REGISTRY
+
+    relative = [n for n, spec in REGISTRY.items() if spec.relative]
+    out = {k: dict(v) for k, v in values.items()}
+    for dataset in dict.fromkeys(d for d, _ in out):
+        results = {m: r for (d, m), r in out.items() if d == dataset}
+        combine_relative(results, relative)  # fills the dicts of `out` in place
     return out
 
 
