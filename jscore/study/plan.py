@@ -54,9 +54,23 @@ def _unit(stage: str, parts, deps: dict, args: dict) -> Unit:
 
 def backbone_deps(cfg: StudyConfig, spec) -> dict:
     """Everything that decides a backbone's weights and inputs. Not where its files are found
-    (`models_dir`): a published checkpoint is its name (its bytes are fixed by their sha256)."""
-    return {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": portable(spec.weights, cfg),
+    (`models_dir`): a published checkpoint is its name (its bytes are fixed by their sha256), plus
+    the version of jscore's import of it when that is above 1."""
+    from jscore.backbones.pretrained import PRETRAINED
+
+    deps = {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": portable(spec.weights, cfg),
             "image_size": cfg.image_size, "init_seed": cfg.seed}
+    entry = PRETRAINED.get(spec.name)
+    if entry is not None and entry.numerics > 1:
+        deps["numerics"] = entry.numerics
+    return deps
+
+
+def score_versions(names) -> dict:
+    """The implementation versions above 1 of the scores `names` (empty when all are at 1)."""
+    from jscore.scorers import REGISTRY
+
+    return {n: REGISTRY[n].version for n in names if n in REGISTRY and REGISTRY[n].version > 1}
 
 
 def data_deps(cfg: StudyConfig, d, spec: str, split: str) -> dict:
@@ -133,8 +147,10 @@ def make_plan(cfg: StudyConfig) -> Plan:
             src = extract_of[(d.name, b.name, d.data, cfg.score_split)]
             head = has_source_head(b)
             names = scores_for(cfg, b, head is not False)
-            u = _unit("score", ["score", d.name, b.name],
-                      {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed},
+            sdeps = {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed}
+            if score_versions(names):
+                sdeps["versions"] = score_versions(names)
+            u = _unit("score", ["score", d.name, b.name], sdeps,
                       {"dataset": d.name, "backbone": b.name, "features": src.id, "scores": list(names)})
             units["score"].append(u)
             score_units.append(u)
