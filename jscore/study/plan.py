@@ -171,6 +171,27 @@ def make_plan(cfg: StudyConfig) -> Plan:
     return Plan(cfg, units)
 
 
+def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
+    """The units of `plan` that belong to the named datasets and ground truths (None: all), without
+    the evaluation (it needs every unit). Keys and ids are those of the full plan, so what a
+    restricted run records is what the full study finds done (`jscore study --datasets/--truths`).
+
+    Raises ValueError naming an unknown dataset or ground truth."""
+    cfg = plan.config
+    for what, names, known in (("--datasets", datasets, [d.name for d in cfg.datasets]),
+                               ("--truths", truths, [g.name for g in cfg.truths()])):
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise ValueError(f"{what}: {unknown} not in the study (it has {known})")
+    keep = {}
+    for stage, units in plan.units.items():
+        if stage == "evaluate":
+            continue
+        keep[stage] = [u for u in units
+                       if (datasets is None or u.args["dataset"] in datasets)
+                       and (truths is None or stage != "truth" or u.args["truth"] in truths)]
+    return Plan(cfg, keep)
+
 def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, units: dict, truth_units: list) -> None:
     """The ground-truth units of one (ground truth, dataset, backbone): search points x seeds."""
     from jscore.finetune.search import parse_search
