@@ -50,6 +50,9 @@ class PretrainedEntry:
       origin: where the bytes were published (repository or package).
       options: keyword arguments for the importer (preprocessing conventions, variants).
       folder: the sub-folder of the models directory holding `files` (default: `name`).
+      numerics: the version of jscore's import of this checkpoint: bumped when a change alters the
+        features or logits it gives (a study's records carry it, so older features are
+        recomputed). Version 1 is implicit in records written before versions existed.
     """
 
     name: str
@@ -66,13 +69,17 @@ class PretrainedEntry:
     origin: str
     options: Tuple[Tuple[str, object], ...] = ()
     folder: Optional[str] = None
+    numerics: int = 1
 
 
 def _tflite(name, architecture, file, top1, size, dim, params, *, task=IMAGENET, classes=1000,
             licence="Apache-2.0", origin="google-coral/test_data", folder=None, **options):
     opts = dict(SLIM, **options)
+    # 2: integer files under fake quantisation requantise like the runtime's integer kernels.
+    integer = name.endswith(("_quant", "_int8")) or "quant_" in file
+    numerics = 2 if integer and opts.get("fake_quant", True) else 1
     return PretrainedEntry(name, architecture, "tflite", (file,), task, classes, top1, size, dim, params, licence,
-                           origin, tuple(sorted(opts.items())), folder)
+                           origin, tuple(sorted(opts.items())), folder, numerics)
 
 
 _ENTRIES = [

@@ -29,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", help="folder of the pretrained model files (passed to the backbones)")
     p.add_argument("--stages", default=None,
                    help="comma-separated stages to run, of extract,score,truth,evaluate (default: all, in order)")
+    p.add_argument("--datasets", default=None,
+                   help="comma-separated dataset names: run only their units (the evaluation, which needs "
+                        "every unit, runs on the whole study)")
+    p.add_argument("--truths", default=None,
+                   help="comma-separated ground-truth names: run only their runs (e.g. the cheap probe first)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first and divide the units over the processes")
@@ -84,15 +89,23 @@ def run(args) -> int:
         if unknown or not stages:
             raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
         stages = tuple(x for x in STAGES if x in stages)  # always in plan order
+    from jscore.study.plan import restrict
     from jscore.study.runner import check_data
 
-    check_data(plan, stages)  # a missing dataset fails here, before any work, unless its units are all done
+    part = plan
+    if args.datasets or args.truths:
+        names = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
+        part = restrict(plan, datasets=names(args.datasets), truths=names(args.truths))
+    check_data(part, stages)  # a missing dataset fails here, before any work, unless its units are all done
     t0 = time.perf_counter()
     first = jax.process_index() == 0
     if first:
         print(f"study {cfg.name!r}: {sum(len(u) for u in plan.units.values())} units; output {cfg.out}",
               file=sys.stderr)
-    ran = run_plan(plan, stages=stages, progress=not args.no_progress)
+    ran = run_plan(part, stages=tuple(s for s in stages if part is plan or s != "evaluate"),
+                   progress=not args.no_progress)
+    if part is not plan and "evaluate" in stages:
+        ran.update(run_plan(plan, stages=("evaluate",), progress=not args.no_progress))
     if not first:
         return 0
     done = ", ".join(f"{s} {n}" for s, n in ran.items())

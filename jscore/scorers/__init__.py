@@ -40,6 +40,9 @@ class ScoreSpec(NamedTuple):
       combinations), the per-model registry entries it combines; empty otherwise.
     combine: for such a score, `combine(*component_arrays [M]) -> [M]`; `fn` is then None.
       Only `score_zoo` computes these; `score` returns their components instead.
+    version: the version of jscore's implementation: bumped when a change alters the values the
+      score gives on the same input (a study's records carry it, so older values are recomputed).
+      Version 1 is implicit in records written before versions existed.
     """
 
     name: str
@@ -51,6 +54,7 @@ class ScoreSpec(NamedTuple):
     min_per_class: int
     components: tuple = ()
     combine: Optional[Callable] = None
+    version: int = 1
 
     @property
     def relative(self) -> bool:
@@ -75,7 +79,8 @@ REGISTRY = {
     "nleep": ScoreSpec("nleep", nleep, "features", (None, 0.0),
                        "Li et al., Ranking Neural Checkpoints, CVPR 2021",
                        {"variance": 0.8, "components_per_class": 5, "max_iters": NLEEP_MAX_ITERS, "tol": 1e-3,
-                        "reg_covar": 1e-6, "max_dims": None, "kmeans_iters": 10}, 2),
+                        "reg_covar": 1e-6, "max_dims": None, "kmeans_iters": 10}, 2,
+                       version=2),  # 2: EM budget 100 -> 30 iterations (docs/performance.md)
     "logme": ScoreSpec("logme", logme, "features", (None, None),
                        "You et al., LogME: Practical Assessment of Pre-trained Models for Transfer "
                        "Learning, ICML 2021; Ranking and Tuning Pre-trained Models, JMLR 2022",

@@ -54,9 +54,23 @@ def _unit(stage: str, parts, deps: dict, args: dict) -> Unit:
 
 def backbone_deps(cfg: StudyConfig, spec) -> dict:
     """Everything that decides a backbone's weights and inputs. Not where its files are found
-    (`models_dir`): a published checkpoint is its name (its bytes are fixed by their sha256)."""
-    return {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": portable(spec.weights, cfg),
+    (`models_dir`): a published checkpoint is its name (its bytes are fixed by their sha256), plus
+    the version of jscore's import of it when that is above 1."""
+    from jscore.backbones.pretrained import PRETRAINED
+
+    deps = {"name": spec.name, "num_source_classes": spec.num_source_classes, "weights": portable(spec.weights, cfg),
             "image_size": cfg.image_size, "init_seed": cfg.seed}
+    entry = PRETRAINED.get(spec.name)
+    if entry is not None and entry.numerics > 1:
+        deps["numerics"] = entry.numerics
+    return deps
+
+
+def score_versions(names) -> dict:
+    """The implementation versions above 1 of the scores `names` (empty when all are at 1)."""
+    from jscore.scorers import REGISTRY
+
+    return {n: REGISTRY[n].version for n in names if n in REGISTRY and REGISTRY[n].version > 1}
 
 
 def data_deps(cfg: StudyConfig, d, spec: str, split: str) -> dict:
@@ -133,8 +147,10 @@ def make_plan(cfg: StudyConfig) -> Plan:
             src = extract_of[(d.name, b.name, d.data, cfg.score_split)]
             head = has_source_head(b)
             names = scores_for(cfg, b, head is not False)
-            u = _unit("score", ["score", d.name, b.name],
-                      {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed},
+            sdeps = {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed}
+            if score_versions(names):
+                sdeps["versions"] = score_versions(names)
+            u = _unit("score", ["score", d.name, b.name], sdeps,
                       {"dataset": d.name, "backbone": b.name, "features": src.id, "scores": list(names)})
             units["score"].append(u)
             score_units.append(u)
@@ -154,6 +170,27 @@ def make_plan(cfg: StudyConfig) -> Plan:
             {}))
     return Plan(cfg, units)
 
+
+def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
+    """The units of `plan` that belong to the named datasets and ground truths (None: all), without
+    the evaluation (it needs every unit). Keys and ids are those of the full plan, so what a
+    restricted run records is what the full study finds done (`jscore study --datasets/--truths`).
+
+    Raises ValueError naming an unknown dataset or ground truth."""
+    cfg = plan.config
+    for what, names, known in (("--datasets", datasets, [d.name for d in cfg.datasets]),
+                               ("--truths", truths, [g.name for g in cfg.truths()])):
+        unknown = sorted(set(names or ()) - set(known))
+        if unknown:
+            raise ValueError(f"{what}: {unknown} not in the study (it has {known})")
+    keep = {}
+    for stage, units in plan.units.items():
+        if stage == "evaluate":
+            continue
+        keep[stage] = [u for u in units
+                       if (datasets is None or u.args["dataset"] in datasets)
+                       and (truths is None or stage != "truth" or u.args["truth"] in truths)]
+    return Plan(cfg, keep)
 
 def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, units: dict, truth_units: list) -> None:
     """The ground-truth units of one (ground truth, dataset, backbone): search points x seeds."""

@@ -160,3 +160,30 @@ batch_size = 16
     assert diverged and all(r["result"]["learning_rate"] > 1e30 for r in diverged)
     rows = truth_rows(plan)
     assert len(rows) == 3 and all(row["learning_rate"] == pytest.approx(1e-2) for row in rows)
+
+
+def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys):
+    """`--datasets toy2 --truths short`: only toy2's extraction, scoring and short runs, with the
+    full study's keys, so the full plan then finds exactly those done; unknown names fail first."""
+    from jscore.cli import main
+    from jscore.study import load_config, make_plan
+    from jscore.study.plan import restrict
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    data2 = h.make_dataset(str(tmp_path / "toy2.npz"), seed=1)
+    path = _config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), TRUTHS, SECOND.format(data2=data2))
+    plan = make_plan(load_config(path))
+    part = restrict(plan, datasets=["toy2"], truths=["short"])
+    assert "evaluate" not in part.units and part.units["truth"]
+    assert all(u.args["dataset"] == "toy2" for s in part.units for u in part.units[s])
+    assert {u.args["truth"] for u in part.units["truth"]} == {"short"}
+    with pytest.raises(ValueError, match=r"--truths: \['shrot'\] not in the study"):
+        restrict(plan, truths=["shrot"])
+    assert main(["study", path, "--datasets", "toy3", "--no-progress"]) == 2
+    assert "--datasets: ['toy3'] not in the study" in capsys.readouterr().err
+
+    assert main(["study", path, "--datasets", "toy2", "--truths", "short", "--stages", "extract,score,truth",
+                 "--no-progress"]) == 0
+    plan = make_plan(load_config(path))  # the full study, as a later plain run sees it
+    done = {u.id for u in plan.all_units() if plan.is_done(u)}
+    assert done == {u.id for s in part.units for u in part.units[s]}
