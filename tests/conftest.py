@@ -1,5 +1,6 @@
 """Test-wide set-up: 8 forced host devices (sharding tests), an `x64` fixture for float64 oracles."""
 
+import gc
 import os
 
 # Must be set before jax is imported anywhere: sharding tests need several devices on CPU.
@@ -16,6 +17,19 @@ try:  # One BLAS thread: the NumPy work in tests is small, and spinning BLAS thr
     threadpool_limits(limits=1, user_api="blas")
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop XLA's compiled programs (and the arrays only they kept alive) after each test module.
+
+    A pytest-xdist worker runs hundreds of modules in one process and XLA keeps every program it
+    compiled: on a 24 GiB, 2-core machine with ../shared present, the two workers grew past 5 GB
+    each and the kernel's OOM killer took one down mid-test (measured 2026-11-30). Modules rarely
+    share shapes, so recompiling across them costs little."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
