@@ -107,9 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("doc", help="markdown file with jscore evaluate blocks")
     p.add_argument("--root", default=".", help="folder the commands' paths are relative to (default: .)")
     p.add_argument("--check", action="store_true", help="do not write; exit 1 when a block is stale")
+    p.add_argument("--skip-missing", action="store_true",
+                   help="leave blocks whose input files are absent as they are (e.g. third-party CSVs not shipped)")
     a = p.parse_args(argv)
     if a.check:
-        stale = check(a.doc, a.root)
+        stale = check(a.doc, a.root, skip_missing=a.skip_missing)
         for line in stale:
             print(f"stale: {line}")
         return 1 if stale else 0
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
     if not blocks(text):
         print(f"{a.doc}: no jscore evaluate blocks", file=sys.stderr)
         return 1
-    new = render(text, a.root)
+    new = render(text, a.root, skip_missing=a.skip_missing)
     with open(a.doc, "w") as fh:
         fh.write(new)
     print(f"{a.doc}: {len(blocks(text))} block(s) written")
