@@ -233,7 +233,7 @@ def parc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     """
     if pca == "exact":
         fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                           feature_mask=feature_mask)
+                           feature_mask=feature_mask, equilibrate=False)
         return parc_from_stats(fs, dims=dims, pca=pca, method=method, bins=bins)
     xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                                      feature_mask=feature_mask)
