@@ -104,24 +104,53 @@ def _rank_correlation(num, n_w, n_b, var_ranks):
     return num / (2 * jnp.sqrt(var_ranks) * jnp.sqrt(n_w * n_b))
 
 
+def _upper_pairs(n: int):
+    """(i, j) [M] int32 of the M = n (n - 1) / 2 pairs i < j in row-major order, from the pair
+    index by the row-start formula s(i) = i (2n - i - 1) / 2 (a float estimate of the row, then
+    exact integer fix-ups)."""
+    m = n * (n - 1) // 2
+    k = jnp.arange(m, dtype=jnp.int32)
+    b = 2 * n - 1
+    est = jnp.floor((b - jnp.sqrt(jnp.maximum(b * b - 8 * k.astype(jnp.float32), 0))) / 2)
+    i = jnp.clip(est.astype(jnp.int32), 0, n - 2)
+
+    def row_start(r):
+        return r * (2 * n - r - 1) // 2
+
+    for _ in range(2):
+        i = jnp.where(k < row_start(i), i - 1, i)
+        i = jnp.where(k >= row_start(i + 1), i + 1, i)
+    return i, k - row_start(i) + i + 1
+
+
 def _spearman_sort(u, cls, weights):
-    """Exact (tie-aware) Spearman from the sorted N x N dissimilarities."""
+    """Exact (tie-aware) Spearman from the sorted N (N - 1) / 2 dissimilarities of the pairs i < j.
+
+    One key-value sort (the dissimilarity, and the pair's weight signed by within/between); the
+    runs of tied values are found with cumulative sums and a running max/min of the run bounds
+    (no scatter), and each between-class pair counts the within-class pairs below its run minus
+    those above it."""
     n = u.shape[0]
-    rdm = (1 - mm(u, u.T)).ravel()
-    upper = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
-    pair = (weights[:, None] * weights[None, :] * upper).ravel()
-    between = (cls[:, None] != cls[None, :]).ravel().astype(u.dtype)
-    rdm, pair, between = jax.lax.sort((rdm, pair, between), num_keys=1)
-    new_run = jnp.concatenate([jnp.ones((1,), bool), rdm[1:] != rdm[:-1]])
-    run = jnp.cumsum(new_run) - 1
+    i, j = _upper_pairs(n)
+    rdm = (1 - mm(u, u.T)).ravel()[i * n + j]
+    pair = weights[i] * weights[j]
+    signed = jnp.where(cls[i] != cls[j], -pair, pair)
+    rdm, signed = jax.lax.sort((rdm, signed), num_keys=1)
+    w = jnp.maximum(signed, 0)  # within-class pair weight
+    b = jnp.maximum(-signed, 0)  # between-class pair weight
     m = rdm.shape[0]
-    w_run = jax.ops.segment_sum(pair * (1 - between), run, num_segments=m)
-    b_run = jax.ops.segment_sum(pair * between, run, num_segments=m)
-    t_run = w_run + b_run
-    n_w, n_b = jnp.sum(w_run), jnp.sum(b_run)
-    before = jnp.cumsum(w_run) - w_run
-    after = n_w - before - w_run
-    num = jnp.sum(b_run * (before - after))
+    pos = jnp.arange(m, dtype=jnp.int32)
+    new_run = jnp.concatenate([jnp.ones((1,), bool), rdm[1:] != rdm[:-1]])
+    run_end = jnp.concatenate([new_run[1:], jnp.ones((1,), bool)])
+    first = jax.lax.cummax(jnp.where(new_run, pos, 0))  # first index of each element's run
+    last = jax.lax.cummin(jnp.where(run_end, pos, m - 1), reverse=True)  # its last index
+    w_incl = jnp.cumsum(w)
+    t_incl = jnp.cumsum(w + b)
+    n_w, n_b = w_incl[-1], jnp.sum(b)
+    before = (w_incl - w)[first]  # within-class pairs in lower runs
+    after = n_w - w_incl[last]  # ... in higher runs
+    num = jnp.sum(b * (before - after))
+    t_run = jnp.where(run_end, t_incl - (t_incl - w - b)[first], 0)  # run sizes, at each run's end
     total = n_w + n_b
     var_ranks = (total**2 - 1) / 12 - jnp.sum(t_run**3 - t_run) / (12 * total)
     return _rank_correlation(num, n_w, n_b, var_ranks)
@@ -199,8 +228,8 @@ def parc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     i < j (in [-100, 100]).
 
     Only the ranks of the feature dissimilarities against a two-valued label dissimilarity
-    matter, so rho is computed from rank sums: `method="sort"` sorts the N(N-1)/2 values (exact,
-    ties as mid-ranks; memory O(N^2)); `method="histogram"` bins them into `bins` equal bins of
+    matter, so rho is computed from rank sums: `method="sort"` sorts the N(N-1)/2 values of the
+    pairs i < j (exact, ties as mid-ranks; memory O(N^2)); `method="histogram"` bins them into `bins` equal bins of
     [0, 2], built in row blocks of GEMM tiles (memory O(N * block) - the large-N path; pairs in
     one bin count as tied, a relative error below ~1e-6 at the default 2^20 bins); "auto" sorts
     up to N = 4096 and bins above.
