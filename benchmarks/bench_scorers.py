@@ -231,6 +231,20 @@ def breakdown_calls(jscore, features, labels, probs, c, names):
     return calls
 
 
+def warm_reference_imports():
+    """Import what the references import inside their functions (scikit-learn and SciPy
+    submodules), so the first size's reference times do not include seconds of imports."""
+    import importlib
+
+    for module in ("scipy.stats", "scipy.spatial", "scipy.special", "sklearn.decomposition",
+                   "sklearn.preprocessing", "sklearn.metrics", "sklearn.discriminant_analysis",
+                   "sklearn.mixture"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+
+
 def reference_calls(features, labels, probs, names):
     calls = {}
     for name in names:
@@ -310,6 +324,7 @@ def run_size(n, d, c, *, names, repeats, ref_repeats, reference, engine, seed, l
                 log(f"  jscore part {part:<20} {t.median:8.3f} s warm")
 
     if reference and not groups_only:
+        warm_reference_imports()
         for name, fn in reference_calls(features, labels, probs, names).items():
             t = time_call(fn, ref_repeats, cold=False, block=_no_block)
             record["scores"].setdefault(name, {}).update(reference=t.median, reference_value=t.value)
