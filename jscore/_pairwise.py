@@ -85,7 +85,8 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
       metric: "euclidean" (GEMM tiles) or "chebyshev" (max-norm).
       margin: extra candidates taken from the GEMM tile before the exact Euclidean recomputation
         re-sorts them (guards against cancellation reordering near-ties).
-      block: rows per block (default: `block_size`; 256 with groups).
+      block: rows per block (default: `block_size`; 128 with groups: a block of rows sorted by
+        group then spans few groups, so few columns are visited in vain).
       chunk: with groups, columns per step of the same-group column range (default: 256 for the
         max norm - a [block, 256] tile stays in cache through the loop over D - 1024 for Euclidean).
 
@@ -158,7 +159,7 @@ def _grouped_neighbors(x, k: int, m: int, *, weights, groups, metric: str, block
     xs, gs, vs = x[order], key[order], valid[order]
     lo = jnp.searchsorted(gs, gs, side="left").astype(jnp.int32)
     hi = jnp.searchsorted(gs, gs, side="right").astype(jnp.int32)
-    block = block or min(256, -(-n // 8) * 8)
+    block = block or min(128, -(-n // 8) * 8)
     if chunk is None:
         chunk = 256 if metric == "chebyshev" else 1024
     chunk = int(min(chunk, -(-n // 8) * 8))
