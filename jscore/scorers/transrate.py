@@ -79,11 +79,19 @@ def sample_side_is_cheaper(n: int, d: int, num_classes: int, block: int = 256) -
     return sample_side < feature_side
 
 
-def _class_logdet(xc, ls: LabelStats, coef, gram=None):
+def _class_logdet(xc, ls: LabelStats, coef, gram=None, d_eff=None):
+    """The sample side when it is cheaper and every class has at most d_eff rows (its n_c x n_c
+    matrix then has full rank; beyond that its unit eigenvalues drown in float32 round-off of
+    the large ones, and the feature side is the accurate one), else the feature side. The
+    runtime test is a `lax.cond` (under vmap both sides are computed)."""
     n, d = xc.shape
-    if sample_side_is_cheaper(n, d, ls.onehot.shape[1]):
+    if not sample_side_is_cheaper(n, d, ls.onehot.shape[1]):
+        return class_scatters_logdet(xc, ls, coef)
+    if d_eff is None:
         return class_gram_logdet(xc, ls, coef, gram=gram)
-    return class_scatters_logdet(xc, ls, coef)
+    return jax.lax.cond(jnp.max(ls.counts) <= d_eff,
+                        lambda: class_gram_logdet(xc, ls, coef, gram=gram),
+                        lambda: class_scatters_logdet(xc, ls, coef))
 
 
 def _total_rate(xc, n, eps, gram=None):
@@ -104,7 +112,7 @@ def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: 
             raise ValueError("streamed transrate needs the per-class scatters (jscore.moments with class_scatter=True)")
         return _transrate(None, fs.labels, rate, eps=eps, class_weights=class_weights,
                           logdet=lambda coef: streamed_class_logdet(fs, coef))
-    return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights)
+    return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights, d_eff=fs.d_eff)
 
 
 def streamed_class_logdet(fs: FeatureStats, coef):
@@ -120,12 +128,12 @@ def streamed_class_logdet(fs: FeatureStats, coef):
     return jax.lax.map(one_class, (fs.class_scatter, fs.class_dev, fs.labels.counts, coef))
 
 
-def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None, gram=None):
+def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None, gram=None, d_eff=None):
     if class_weights not in CLASS_WEIGHTS:
         raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}")
     present = ls.counts > 0
     coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
-    class_rates = 0.5 * (_class_logdet(xc, ls, coef, gram) if logdet is None else logdet(coef))
+    class_rates = 0.5 * (_class_logdet(xc, ls, coef, gram, d_eff) if logdet is None else logdet(coef))
     if class_weights == "uniform":
         weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
     else:
@@ -165,10 +173,10 @@ def transrate(features, labels, *, num_classes: int, sample_mask=None, feature_m
     D x D scatters or, when cheaper (N below about D), all at once from one N x N Cholesky of the
     class-masked sample Gram (`class_gram_logdet`; same values by Sylvester's identity).
     """
-    xc, ls, _ = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                                 feature_mask=feature_mask)
+    xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
+                                     feature_mask=feature_mask)
     n, d = xc.shape
     gram = mm(xc, xc.T) if n <= d and sample_side_is_cheaper(n, d, num_classes) else None
     return _transrate(xc, ls, _total_rate(xc, ls.n, eps, gram), eps=eps, class_weights=class_weights,
-                      gram=gram)
+                      gram=gram, d_eff=d_eff)
 
