@@ -113,7 +113,7 @@ def etran_energy(features, labels, *, num_classes: int, sample_mask=None, featur
     set, NaN, when n < 200).
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, spectrum=False, equilibrate=False)
     return etran_energy_from_stats(fs, feature_mask, percent=percent, tail=tail)
 
 
@@ -144,7 +144,7 @@ def etran_lda(features, labels, *, num_classes: int, sample_mask=None, feature_m
       >>> etran_lda(features, labels, num_classes=5)
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, spectrum=form != "published", equilibrate=False)
     return etran_lda_from_stats(fs, form=form)
 
 

@@ -219,5 +219,5 @@ def pactran(features, labels, *, num_classes: int, sample_mask=None, feature_mas
     optimum, which is unique); C counts the present classes.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, spectrum=False, equilibrate=False)
     return pactran_from_stats(fs, feature_mask, lda=lda, s2_factor=s2_factor, max_iters=max_iters, tol=tol)

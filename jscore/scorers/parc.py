@@ -104,24 +104,73 @@ def _rank_correlation(num, n_w, n_b, var_ranks):
     return num / (2 * jnp.sqrt(var_ranks) * jnp.sqrt(n_w * n_b))
 
 
+def _upper_pairs(n: int):
+    """(i, j) [M] int32 of the M = n (n - 1) / 2 pairs i < j in row-major order, from the pair
+    index by the row-start formula s(i) = i (2n - i - 1) / 2 (a float estimate of the row, then
+    exact integer fix-ups)."""
+    m = n * (n - 1) // 2
+    k = jnp.arange(m, dtype=jnp.int32)
+    b = 2 * n - 1
+    est = jnp.floor((b - jnp.sqrt(jnp.maximum(b * b - 8 * k.astype(jnp.float32), 0))) / 2)
+    i = jnp.clip(est.astype(jnp.int32), 0, n - 2)
+
+    def row_start(r):
+        return r * (2 * n - r - 1) // 2
+
+    for _ in range(2):
+        i = jnp.where(k < row_start(i), i - 1, i)
+        i = jnp.where(k >= row_start(i + 1), i + 1, i)
+    return i, k - row_start(i) + i + 1
+
+
+def _sortable_key(x):
+    """Integers with the order of the floats x (no NaN): the bit pattern, magnitude bits flipped
+    for negative values; -0.0 is made +0.0 first so equal floats get equal keys. XLA's CPU sort
+    orders integers about 5x faster than floats."""
+    x = jnp.where(x == 0, jnp.zeros_like(x), x)
+    itype = jnp.int64 if x.dtype == jnp.float64 else jnp.int32
+    bits = jax.lax.bitcast_convert_type(x, itype)
+    return jnp.where(bits < 0, bits ^ jnp.asarray(jnp.iinfo(itype).max, itype), bits)
+
+
 def _spearman_sort(u, cls, weights):
-    """Exact (tie-aware) Spearman from the sorted N x N dissimilarities."""
+    """Exact (tie-aware) Spearman from the sorted N (N - 1) / 2 dissimilarities of the pairs i < j
+    (pairs of two valid samples; weights are 0/1 masks, as in the histogram path).
+
+    One single-operand integer sort (XLA's CPU sort is several times slower on floats or with a
+    payload): each pair's key is 2 k + [between-class], k an order-preserving integer of
+    (1 - r_ij) - 1: the dissimilarity less 1, exact by Sterbenz's lemma wherever it is at least
+    1/2 and equal to -r_ij (exactly) below, so the same order and the same ties as the
+    dissimilarity, while |value| <= 1 leaves an integer bit free.
+    The runs of tied values are then found with cumulative sums and a running max/min of the
+    run bounds, and each between-class pair counts the within-class pairs below its run minus
+    those above it."""
     n = u.shape[0]
-    rdm = (1 - mm(u, u.T)).ravel()
-    upper = jnp.arange(n)[:, None] < jnp.arange(n)[None, :]
-    pair = (weights[:, None] * weights[None, :] * upper).ravel()
-    between = (cls[:, None] != cls[None, :]).ravel().astype(u.dtype)
-    rdm, pair, between = jax.lax.sort((rdm, pair, between), num_keys=1)
-    new_run = jnp.concatenate([jnp.ones((1,), bool), rdm[1:] != rdm[:-1]])
-    run = jnp.cumsum(new_run) - 1
-    m = rdm.shape[0]
-    w_run = jax.ops.segment_sum(pair * (1 - between), run, num_segments=m)
-    b_run = jax.ops.segment_sum(pair * between, run, num_segments=m)
-    t_run = w_run + b_run
-    n_w, n_b = jnp.sum(w_run), jnp.sum(b_run)
-    before = jnp.cumsum(w_run) - w_run
-    after = n_w - before - w_run
-    num = jnp.sum(b_run * (before - after))
+    i, j = _upper_pairs(n)
+    rdm = (1 - mm(u, u.T)).ravel()[i * n + j]
+    key = _sortable_key(rdm - 1)  # |key| < 2^30 (2^62 in float64)
+    top = jnp.asarray(jnp.iinfo(key.dtype).max, key.dtype)  # placeholder: above every real key
+    valid = (weights[i] > 0) & (weights[j] > 0)
+    between = cls[i] != cls[j]
+    packed = jnp.sort(jnp.where(valid, 2 * key + between.astype(key.dtype), top))
+    ok = packed != top
+    is_b = ok & ((packed & 1) == 1)
+    is_w = (ok & ~is_b).astype(jnp.int32)
+    value = packed >> 1
+    m = packed.shape[0]
+    pos = jnp.arange(m, dtype=jnp.int32)
+    new_run = jnp.concatenate([jnp.ones((1,), bool), value[1:] != value[:-1]])
+    run_end = jnp.concatenate([new_run[1:], jnp.ones((1,), bool)])
+    first = jax.lax.cummax(jnp.where(new_run, pos, 0))  # first index of each element's run
+    last = jax.lax.cummin(jnp.where(run_end, pos, m - 1), reverse=True)  # its last index
+    w_incl = jnp.cumsum(is_w)
+    dtype = u.dtype
+    n_w = w_incl[-1].astype(dtype)
+    n_b = jnp.sum(is_b).astype(dtype)
+    before = (w_incl - is_w)[first].astype(dtype)  # within-class pairs in lower runs
+    after = n_w - w_incl[last].astype(dtype)  # ... in higher runs
+    num = jnp.sum(jnp.where(is_b, before - after, 0))
+    t_run = jnp.where(run_end & ok, pos - first + 1, 0).astype(dtype)  # run sizes, at each run's end
     total = n_w + n_b
     var_ranks = (total**2 - 1) / 12 - jnp.sum(t_run**3 - t_run) / (12 * total)
     return _rank_correlation(num, n_w, n_b, var_ranks)
@@ -199,8 +248,8 @@ def parc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     i < j (in [-100, 100]).
 
     Only the ranks of the feature dissimilarities against a two-valued label dissimilarity
-    matter, so rho is computed from rank sums: `method="sort"` sorts the N(N-1)/2 values (exact,
-    ties as mid-ranks; memory O(N^2)); `method="histogram"` bins them into `bins` equal bins of
+    matter, so rho is computed from rank sums: `method="sort"` sorts the N(N-1)/2 values of the
+    pairs i < j (exact, ties as mid-ranks; memory O(N^2)); `method="histogram"` bins them into `bins` equal bins of
     [0, 2], built in row blocks of GEMM tiles (memory O(N * block) - the large-N path; pairs in
     one bin count as tied, a relative error below ~1e-6 at the default 2^20 bins); "auto" sorts
     up to N = 4096 and bins above.
@@ -233,7 +282,7 @@ def parc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     """
     if pca == "exact":
         fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                           feature_mask=feature_mask)
+                           feature_mask=feature_mask, equilibrate=False)
         return parc_from_stats(fs, dims=dims, pca=pca, method=method, bins=bins)
     xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                                      feature_mask=feature_mask)

@@ -105,5 +105,5 @@ def sfda(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     the power method starts from the same vector Sw 1_D); C is `num_classes`.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask)
+                       feature_mask=feature_mask, equilibrate=False)
     return sfda_from_stats(fs, shrinkage=shrinkage, power_iters=power_iters)

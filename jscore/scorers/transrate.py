@@ -46,9 +46,59 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256):
     return jax.lax.map(one_class, jnp.arange(n_classes))
 
 
-def _total_rate(xc, n, eps):
-    """R(Z) = 1/2 log det(I + Z^T Z / (n eps)) by a Cholesky factor of the smaller side."""
-    gram = mm(xc, xc.T) if xc.shape[0] <= xc.shape[1] else mm(xc.T, xc)
+def class_gram_logdet(xc, ls: LabelStats, coef, gram=None):
+    """[C] log det(I + coef_c Z_c^T Z_c) from the sample side: the same as
+    log det(I_{n_c} + coef_c Z_c Z_c^T), an n_c x n_c matrix (Sylvester's determinant identity).
+
+    One Cholesky factor of the N x N matrix A = I + [c_i = c_j] coef_{c_i} (Z Z^T)_{ij} gives all
+    of them: A is block diagonal up to a permutation of the rows, its factor keeps that pattern
+    (an entry L_ij, i > j, of rows of different classes is a sum of products that each pair rows of
+    different classes, hence 0), so each diagonal entry of L is that of its class's own block
+    factor and log det of class c is the sum of 2 log L_ii over the rows of c. Costs N^3 / 3 plus
+    the N x N Gram (pass `gram` = Z Z^T when already formed), against C D^3 / 3 plus N D^2 on the
+    feature side: the cheaper one when N is below about D.
+    """
+    n_classes = ls.onehot.shape[1]
+    valid = ls.weights > 0
+    cls = jnp.where(valid, jnp.argmax(ls.onehot, axis=1), n_classes)
+    if gram is None:
+        gram = mm(xc, xc.T)
+    row_coef = jnp.concatenate([coef, jnp.zeros((1,), coef.dtype)])[cls]
+    same = (cls[:, None] == cls[None, :]) & valid[:, None] & valid[None, :]
+    a = jnp.eye(xc.shape[0], dtype=xc.dtype) + jnp.where(same, row_coef[:, None] * gram, 0)
+    log_diag = 2 * jnp.log(jnp.diagonal(jnp.linalg.cholesky(a)))
+    member = (cls[:, None] == jnp.arange(n_classes)[None, :]).astype(xc.dtype)  # [N, C]
+    return mm(jnp.where(valid, log_diag, 0), member)
+
+
+def sample_side_is_cheaper(n: int, d: int, num_classes: int, block: int = 256) -> bool:
+    """Static choice of `class_gram_logdet` (N x N) over `class_scatters_logdet` (C times D x D)
+    by their flop counts."""
+    sample_side = 2 * n * n * d + n**3 / 3
+    feature_side = 2 * (n + num_classes * block) * d * d + num_classes * d**3 / 3
+    return sample_side < feature_side
+
+
+def _class_logdet(xc, ls: LabelStats, coef, gram=None, d_eff=None):
+    """The sample side when it is cheaper and every class has at most d_eff rows (its n_c x n_c
+    matrix then has full rank; beyond that its unit eigenvalues drown in float32 round-off of
+    the large ones, and the feature side is the accurate one), else the feature side. The
+    runtime test is a `lax.cond` (under vmap both sides are computed)."""
+    n, d = xc.shape
+    if not sample_side_is_cheaper(n, d, ls.onehot.shape[1]):
+        return class_scatters_logdet(xc, ls, coef)
+    if d_eff is None:
+        return class_gram_logdet(xc, ls, coef, gram=gram)
+    return jax.lax.cond(jnp.max(ls.counts) <= d_eff,
+                        lambda: class_gram_logdet(xc, ls, coef, gram=gram),
+                        lambda: class_scatters_logdet(xc, ls, coef))
+
+
+def _total_rate(xc, n, eps, gram=None):
+    """R(Z) = 1/2 log det(I + Z^T Z / (n eps)) by a Cholesky factor of the smaller side (`gram`:
+    that side's Gram when already formed)."""
+    if gram is None:
+        gram = mm(xc, xc.T) if xc.shape[0] <= xc.shape[1] else mm(xc.T, xc)
     chol = jnp.linalg.cholesky(jnp.eye(gram.shape[0], dtype=xc.dtype) + gram / (n * eps))
     return jnp.sum(jnp.log(jnp.diagonal(chol)))
 
@@ -62,7 +112,7 @@ def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: 
             raise ValueError("streamed transrate needs the per-class scatters (jscore.moments with class_scatter=True)")
         return _transrate(None, fs.labels, rate, eps=eps, class_weights=class_weights,
                           logdet=lambda coef: streamed_class_logdet(fs, coef))
-    return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights)
+    return _transrate(fs.xc, fs.labels, rate, eps=eps, class_weights=class_weights, d_eff=fs.d_eff)
 
 
 def streamed_class_logdet(fs: FeatureStats, coef):
@@ -78,12 +128,12 @@ def streamed_class_logdet(fs: FeatureStats, coef):
     return jax.lax.map(one_class, (fs.class_scatter, fs.class_dev, fs.labels.counts, coef))
 
 
-def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None):
+def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None, gram=None, d_eff=None):
     if class_weights not in CLASS_WEIGHTS:
         raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}")
     present = ls.counts > 0
     coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
-    class_rates = 0.5 * (class_scatters_logdet(xc, ls, coef) if logdet is None else logdet(coef))
+    class_rates = 0.5 * (_class_logdet(xc, ls, coef, gram, d_eff) if logdet is None else logdet(coef))
     if class_weights == "uniform":
         weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
     else:
@@ -118,10 +168,15 @@ def transrate(features, labels, *, num_classes: int, sample_mask=None, feature_m
 
     Differences from the published code: it divides by K = y.max() + 1 (absent classes count as
     rate 0); here K is the number of present classes. Log-determinants come from Cholesky factors
-    (of the smaller side for R(Z)) instead of `slogdet` (LU); `jscore.score` takes R(Z) from the
-    eigenvalues of the shared decomposition instead.
+    instead of `slogdet` (LU): R(Z) of the smaller side (`jscore.score` takes it from the
+    eigenvalues of the shared decomposition instead); the class rates either from C per-class
+    D x D scatters or, when cheaper (N below about D), all at once from one N x N Cholesky of the
+    class-masked sample Gram (`class_gram_logdet`; same values by Sylvester's identity).
     """
-    xc, ls, _ = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                                 feature_mask=feature_mask)
-    return _transrate(xc, ls, _total_rate(xc, ls.n, eps), eps=eps, class_weights=class_weights)
+    xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
+                                     feature_mask=feature_mask)
+    n, d = xc.shape
+    gram = mm(xc, xc.T) if n <= d and sample_side_is_cheaper(n, d, num_classes) else None
+    return _transrate(xc, ls, _total_rate(xc, ls.n, eps, gram), eps=eps, class_weights=class_weights,
+                      gram=gram, d_eff=d_eff)
 
