@@ -26,9 +26,20 @@ def test_rank_json_csv_and_cache(tmp_path, capsys):
 
     feats = {r["model"]: load_features(os.path.join(cache, p)) for r in rows
              for p in [json.load(open(os.path.join(cache, "records", "extract", f"extract__toy__{r['model']}__train.json")))["result"]["path"]]}
+    relative = set()
     for r in rows:
         f = feats[r["model"]]
-        assert r["scores"] == pytest.approx(jscore.score(f["features"], f["labels"], num_classes=2), rel=1e-6)
+        alone = jscore.score(f["features"], f["labels"], num_classes=2)
+        assert {k: r["scores"][k] for k in alone} == pytest.approx(alone, rel=1e-6)
+        relative |= set(r["scores"]) - set(alone)
+    # Plus the scores defined relative to the ranked backbones (ETran's min-max combination), as
+    # score_zoo combines them over the same models.
+    assert relative and relative <= {"etran", "ncti"}
+    zoo = jscore.score_zoo({m: {"features": f["features"]} for m, f in feats.items()}, feats[rows[0]["model"]]["labels"],
+                           scores=sorted(relative), num_classes=2)
+    for r in rows:
+        for name in relative:
+            assert r["scores"][name] == pytest.approx(zoo[r["model"]][name], rel=1e-5, abs=1e-6)
     for name in rows[0]["scores"]:
         best = max(rows, key=lambda r: r["scores"][name])
         assert best["ranks"][name] == 1
