@@ -61,6 +61,11 @@ def _print_results(plan, record) -> None:
     print(f"\nReport: {os.path.join(cfg.out, 'report.md')} and {os.path.join(cfg.out, 'report.html')}")
 
 
+def _names(text):
+    """The names of a comma-separated option, blanks dropped; None when the option is not given."""
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def run(args) -> int:
     from jscore.study import format_plan, load_config, make_plan
 
@@ -84,7 +89,7 @@ def run(args) -> int:
 
     stages = STAGES
     if args.stages:
-        stages = tuple(x.strip() for x in args.stages.split(",") if x.strip())
+        stages = tuple(_names(args.stages))
         unknown = [x for x in stages if x not in STAGES]
         if unknown or not stages:
             raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
@@ -94,8 +99,7 @@ def run(args) -> int:
 
     part = plan
     if args.datasets or args.truths:
-        names = lambda text: [x.strip() for x in text.split(",") if x.strip()] if text else None  # noqa: E731
-        part = restrict(plan, datasets=names(args.datasets), truths=names(args.truths))
+        part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths))
     check_data(part, stages)  # a missing dataset fails here, before any work, unless its units are all done
     t0 = time.perf_counter()
     first = jax.process_index() == 0

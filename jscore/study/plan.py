@@ -148,8 +148,9 @@ def make_plan(cfg: StudyConfig) -> Plan:
             head = has_source_head(b)
             names = scores_for(cfg, b, head is not False)
             sdeps = {"features": src.key, "scores": list(names), "options": cfg.score_options, "seed": cfg.seed}
-            if score_versions(names):
-                sdeps["versions"] = score_versions(names)
+            versions = score_versions(names)
+            if versions:
+                sdeps["versions"] = versions
             u = _unit("score", ["score", d.name, b.name], sdeps,
                       {"dataset": d.name, "backbone": b.name, "features": src.id, "scores": list(names)})
             units["score"].append(u)
@@ -191,6 +192,7 @@ def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
                        if (datasets is None or u.args["dataset"] in datasets)
                        and (truths is None or stage != "truth" or u.args["truth"] in truths)]
     return Plan(cfg, keep)
+
 
 def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, units: dict, truth_units: list) -> None:
     """The ground-truth units of one (ground truth, dataset, backbone): search points x seeds."""
