@@ -9,9 +9,14 @@ builtin-vs-XNNPACK agreement, the mean cosine between our features and the runti
 features tensor, our top-1, the runtime's top-1, the published top-1, and for float files the
 largest relative logit error (max |ours - runtime| / max |runtime| per image).
 
-    python benchmarks/check_tflite.py                       # all models, 250 images, float forward
-    python benchmarks/check_tflite.py --fake-quant both     # also with activations on their grids
+    python benchmarks/check_tflite.py                       # all models, 250 images, all forwards
+    python benchmarks/check_tflite.py --forward integer     # only the default (bit-exact) forward
     python benchmarks/check_tflite.py --models mobilenet_v2_1.0_224_quant --images 20
+
+Forwards (`--forward`, comma-separated): `float` (`fake_quant=False`: float activations clipped to
+their grids), `float-sum` (`fake_quant=True, integer_accumulation=False`: rounded onto the grids,
+float32 sums; numerics 2 of the registry), `integer` (the default: integer sums, fixed-point
+requantisation).
 
 ImageNet models use ../shared/data/imagenet_sample (test.csv, 250 images); the CIFAR-10 ResNet-8
 uses the first N images of ../shared/data/cifar10_test. Results: docs/zoo.md.
@@ -148,13 +153,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
 
 
+FORWARDS = {"float": dict(fake_quant=False), "float-sum": dict(fake_quant=True, integer_accumulation=False),
+            "integer": dict(fake_quant=True, integer_accumulation=True)}
+
+
 def compare(entry: Entry, n_images: int, *, fake_quant=False, self_agreement: bool = True):
-    """One model: jscore vs the runtime on the first n images. `fake_quant` a bool (-> one dict of
-    measurements) or a tuple of bools (-> a list of dicts, the runtime run once for all)."""
+    """One model: jscore vs the runtime on the first n images. `fake_quant`: a forward (a name of
+    `FORWARDS`, or a bool: True is the default forward, "integer"; False is "float") -> one dict
+    of measurements, or a tuple of them -> a list of dicts, the runtime run once for all."""
     from jscore.backbones.tflite import import_tflite, load_tflite
     from jscore.data.preprocess import normalize
 
     modes = tuple(fake_quant) if isinstance(fake_quant, (tuple, list)) else (fake_quant,)
+    modes = tuple(("integer" if m else "float") if isinstance(m, bool) else m for m in modes)
     path = model_path(entry)
     kwargs = dict(entry.kwargs)
     with open(path, "rb") as f:
@@ -169,9 +180,9 @@ def compare(entry: Entry, n_images: int, *, fake_quant=False, self_agreement: bo
     imagenet = entry.dataset == "imagenet_sample" and "inat" not in entry.name
     rows = []
     for fq in modes:
-        bb = load_tflite(path, name=entry.name, fake_quant=fq, **kwargs)
+        bb = load_tflite(path, name=entry.name, **FORWARDS[fq], **kwargs)
         f_ours, l_ours, _ = ours(bb, x_same.astype(np.float32))
-        row = {"model": entry.name, "images": len(labels), "fake_quant": fq,
+        row = {"model": entry.name, "images": len(labels), "forward": fq,
                "feature_cosine": float(cosine(f_ours, f_rt).mean()), "published": entry.published}
         drop = l_ours is not None and l_rt is not None and l_rt.shape[1] == l_ours.shape[1] + 1
         if l_ours is not None:
@@ -200,13 +211,13 @@ def _fmt(v, pct=True):
 
 
 def print_table(rows: List[Dict]) -> None:
-    head = ("| model | fake quant | images | top-1 agreement | runtime self-agreement | feature cosine | "
+    head = ("| model | forward | images | top-1 agreement | runtime self-agreement | feature cosine | "
             "our top-1 | runtime top-1 | published top-1 | float logit rel. err |")
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in rows:
         err = r.get("logit_rel_err")
-        print(f"| {r['model']} | {'yes' if r['fake_quant'] else 'no'} | {r['images']} | {_fmt(r.get('agreement'))} | "
+        print(f"| {r['model']} | {r['forward']} | {r['images']} | {_fmt(r.get('agreement'))} | "
               f"{_fmt(r.get('self_agreement'))} | {_fmt(r['feature_cosine'], False)} | {_fmt(r.get('ours_top1'))} | "
               f"{_fmt(r.get('runtime_top1'))} | {r['published']} | {'-' if err is None else f'{err:.1e}'} |")
 
@@ -215,7 +226,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", help="folder names (default: all)")
     ap.add_argument("--images", type=int, default=250)
-    ap.add_argument("--fake-quant", choices=("no", "yes", "both"), default="both")
+    ap.add_argument("--forward", default="float,float-sum,integer",
+                    help=f"comma-separated forwards among {', '.join(FORWARDS)}")
     ap.add_argument("--no-self-agreement", action="store_true")
     ap.add_argument("--out", help="append one JSON line per row to this file as models finish")
     args = ap.parse_args(argv)
@@ -224,7 +236,9 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown models {unknown}; known: {sorted(by_name)}")
     entries = [by_name[m] for m in args.models] if args.models else ENTRIES
-    modes = {"no": [False], "yes": [True], "both": [False, True]}[args.fake_quant]
+    modes = [m for m in args.forward.split(",") if m]
+    if not modes or any(m not in FORWARDS for m in modes):
+        ap.error(f"--forward: expected a comma-separated list of {', '.join(FORWARDS)}, got {args.forward!r}")
     rows = []
     out = open(args.out, "a") if args.out else None
     for e in entries:

@@ -23,9 +23,15 @@ integer kernels saturate there, and converters rely on it as an activation). By 
 (`fake_quant=True`) it is also rounded onto its grid the way the integer kernels round
 (`jscore.backbones.tflite_quant`: the requantisation multiplier's two rounding steps, HARD_SWISH
 as the kernel's int16 fixed-point code table), with a straight-through gradient so the model
-stays trainable: fed the runtime's own inputs, every op of the published files then gives the
-runtime's output codes on all but about 1e-5 of the elements (docs/zoo.md); `fake_quant=False`
-keeps float activations. Float files have no grids: both settings give the same float forward.
+stays trainable. With `integer_accumulation=True` (the default) convolutions, depthwise
+convolutions and dense layers also sum the integer codes rather than their dequantised values and
+apply the requantisation multiplier in 32-bit fixed point (`_integer_accumulation`), as the
+kernels do: the forward then gives the runtime's builtin kernels' output codes bit for bit on the
+published uint8 files (MobileNetV1/V2/V3-Small/EdgeTPU, torchvision's int8 MobileNetV2; measured
+in docs/zoo.md). `integer_accumulation=False` sums in float32 (numerics version 2 of the
+registry's entries): a few elements in 10^6 land one step off, which MobileNetV3-Small amplifies
+to a feature cosine of 0.969. `fake_quant=False` keeps float activations. Float files have no
+grids: every setting gives the same float forward.
 
 Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
 """
@@ -412,6 +418,69 @@ def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
     return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), away
 
 
+def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callable]:
+    """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED between 8-bit grids, computed the way the
+    integer kernel does, or None for any other op.
+
+    The float forward sums dequantised products, `sum (s_in q_in) (s_w q_w)`, whose float32
+    rounding lands on the other side of a requantisation boundary on a few elements in 10^6.
+    Here the sum runs over the integer codes themselves (`q_in - z_in`, `q_w - z_w`, the int32
+    bias), which float32 holds exactly while every partial sum stays below 2^24; the accumulator
+    is then scaled by `M = s_in s_w / s_out` once and rounded twice like the kernel
+    (`tflite_quant.double_round`), and the fused activation clamps output codes. The weights are
+    re-read as codes (`round(w / s_w)`), so a fine-tuned kernel acts as its quantised self. The
+    gradient is the float forward's (a straight-through estimate, as `requantize` gives).
+
+    Returns:
+      `(layer_params, inputs) -> output on the output grid`, or None.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jscore.backbones.tflite_quant import fixed_point_multiply, quantize_multiplier
+
+    if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        return None
+    T = graph.tensors
+    gi, go, w = _grid(T[op.inputs[0]]), _grid(T[op.outputs[0]]), T[op.inputs[1]]
+    if gi is None or go is None or not w.quantized:
+        return None
+    s_in, (s_out, z_out, qmin, qmax) = np.float64(gi[0]), go
+    s_w = w.scale.astype(np.float64).reshape(-1)
+    s_w_safe = np.where(s_w == 0, 1.0, s_w)                      # an all-zero channel stays zero
+    acc_scale = (s_in * s_w_safe).astype(np.float32)             # [C_out] or [1]: the bias's scale
+    w_scale = s_w_safe.astype(np.float32)
+    q31, exponent = np.array([quantize_multiplier(v) for v in s_in * s_w / np.float64(s_out)]).T
+    away = _requant(graph, op)[1]
+    act = op.options.get("activation", "NONE")
+    lo, hi = qmin - z_out, qmax - z_out                       # output codes relative to z_out
+    if act in ("RELU", "RELU6", "RELU_N1_TO_1"):
+        lo = max(lo, 0 if act != "RELU_N1_TO_1" else -int(np.round(1.0 / s_out)))
+        if act != "RELU":
+            hi = min(hi, int(np.round((6.0 if act == "RELU6" else 1.0) / s_out)))
+    elif act != "NONE":
+        return None
+    linear_fn = _op_fn(graph, dataclasses.replace(op, options={**op.options, "activation": "NONE"}))
+    s_in32 = np.float32(s_in)
+
+    def exact(p, x):
+        codes = jnp.round(x / s_in32)
+        acc = linear_fn({"kernel": jnp.round(p["kernel"] / w_scale), "bias": jnp.round(p["bias"] / acc_scale)},
+                        [codes])
+        q = jnp.clip(fixed_point_multiply(acc, q31, exponent, away), lo, hi)
+        return q.astype(jnp.float32) * np.float32(s_out)
+
+    @jax.custom_jvp
+    def forward(p, x):
+        return exact(p, x)
+
+    @forward.defjvp
+    def _forward_jvp(primals, tangents):
+        return forward(*primals), jax.jvp(lambda p, x: float_fn(p, [x]), primals, tangents)[1]
+
+    return lambda p, xs: forward(p, xs[0])
+
+
 def _hard_swish_lut(graph: _Graph, op: _Op) -> Optional[Callable]:
     """HARD_SWISH between two 8-bit grids as the integer kernel's code table (exact), or None."""
     from jscore.backbones import tflite_ops as ops
@@ -498,7 +567,7 @@ def _op_key(op: _Op) -> str:
 
 
 def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[bool] = None,
-                  fake_quant: bool = True):
+                  fake_quant: bool = True, integer_accumulation: bool = True):
     """A TFLite file's bytes -> `(apply_fn, params, info)`, pure (no file access).
 
     Args:
@@ -509,6 +578,9 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
       fake_quant: round uint8/int8 activations onto their quantisation grids as the integer
         kernels do (straight-through gradient); False: float activations, only clipped to the
         grids' ranges.
+      integer_accumulation: with `fake_quant`, compute quantised convolutions and dense layers
+        on the integer codes with fixed-point requantisation (bit-exact; see the module doc);
+        False: float32 sums of dequantised values, then `requantize`.
     Returns:
       apply_fn: `(params, x) -> (features [B, D], logits [B, Cs] or None)`, x the float model input
         (`[B, H, W, C]`, or `[B, C, H, W]` for a channels-first file), pure and jittable.
@@ -541,11 +613,14 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         fn = _op_fn(graph, op)
         if fake_quant and op.name == "HARD_SWISH":
             fn = _hard_swish_lut(graph, op) or fn
+        exact = _integer_accumulation(graph, op, fn) if (fake_quant and integer_accumulation) else None
         # Which inputs are activations (others are constants: folded into params or static).
         live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
         grid = _grid(graph.tensors[op.outputs[0]])
         if grid is not None:
             grid = grid + _requant(graph, op)
+        if exact is not None:
+            fn, grid = exact, None                     # already on its grid
         steps.append((key if layer else None, fn, live, op.outputs[0], grid))
 
     in_t = graph.tensors[graph.inputs[0]]
@@ -647,7 +722,8 @@ def _triple(v) -> Tuple[float, float, float]:
 def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[bool] = None,
                 crop_fraction: float = 0.875, interpolation: str = "bilinear",
                 float_input_norm: Tuple[float, float] = (127.5, 127.5),
-                input_norm: Optional[Tuple[Any, Any]] = None, fake_quant: bool = True) -> Backbone:
+                input_norm: Optional[Tuple[Any, Any]] = None, fake_quant: bool = True,
+                integer_accumulation: bool = True) -> Backbone:
     """A `.tflite` image classifier (or embedding extractor) -> a pretrained `Backbone`.
 
     Args:
@@ -661,7 +737,7 @@ def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[b
       input_norm: `(a, b)` (scalars or per-channel triples) overriding the input map read from
         the file; default: `KNOWN_INPUT_NORMS` for the published files whose convention differs
         from their input tensor, else the input quantisation (see `input_norm_from_file`).
-      fake_quant: see `import_tflite`.
+      fake_quant, integer_accumulation: see `import_tflite`.
     Returns:
       `Backbone` with `variables = {"params": ...}` (dequantised float32), `init` returning those
       pretrained variables, `apply(variables, images, *, train, rng) -> (features [B, D], logits
@@ -675,7 +751,8 @@ def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[b
         raise FileNotFoundError(f"TFLite file not found: {path}")
     with open(path, "rb") as f:
         data = f.read()
-    apply_fn, params, info = import_tflite(data, where=path, background=background, fake_quant=fake_quant)
+    apply_fn, params, info = import_tflite(data, where=path, background=background, fake_quant=fake_quant,
+                                           integer_accumulation=integer_accumulation)
     if input_norm is None:
         input_norm = KNOWN_INPUT_NORMS.get(hashlib.sha256(data).hexdigest())
     a, b = input_norm if input_norm is not None else input_norm_from_file(info, float_input_norm)

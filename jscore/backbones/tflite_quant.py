@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["multiplier_shift", "double_round", "requantize", "quantize_multiplier", "hard_swish_table", "lookup",
+__all__ = ["multiplier_shift", "double_round", "requantize", "quantize_multiplier", "fixed_point_multiply",
+           "hard_swish_table", "lookup",
            "srdhm16", "sdhm16", "rounding_divide_by_pot"]
 
 
@@ -133,6 +134,61 @@ def quantize_multiplier(m: float) -> tuple:
     if exp < -31:
         return 0, 0
     return q, int(exp)
+
+
+def fixed_point_multiply(acc, q31, exponent, away_from_zero: bool = False):
+    """An integer accumulator times a quantised multiplier `q31 2^-31 2^exponent`, rounded the
+    way the integer kernels round: `floor(floor(acc q31 2^-31 2^e+ + 1/2) 2^-k + 1/2)` with
+    `e+ = max(exponent, 0)` and `k = max(-exponent, 0)` (half up; with `away_from_zero`, both
+    roundings are half away from zero, as in `double_round`). Exact, in 32-bit integer JAX arithmetic (no
+    float64 or int64, so it runs on any accelerator): the 55-bit product is formed from 16-bit
+    limbs.
+
+    Args:
+      acc: integer-valued array (float32 or int32), `|acc 2^e+| < 2^31`.
+      q31, exponent: `quantize_multiplier` of the real multiplier, scalars or per channel on the
+        last axis (NumPy). A negative `q31` negates the product.
+    Returns:
+      int32 array like `acc`.
+
+    >>> import jax.numpy as jnp
+    >>> q, e = quantize_multiplier(0.0162)
+    >>> [int(v) for v in fixed_point_multiply(jnp.array([154., 155., -155.]), q, e)]
+    [2, 3, -3]
+    """
+    import jax.numpy as jnp
+
+    q31 = np.asarray(q31, np.int64)
+    exponent = np.asarray(exponent, np.int64)
+    left = np.maximum(exponent, 0)
+    right = np.maximum(-exponent, 0)
+    acc = jnp.asarray(acc)
+    acc = (jnp.round(acc) if jnp.issubdtype(acc.dtype, jnp.floating) else acc).astype(jnp.int32)
+    acc = acc * jnp.asarray(np.sign(q31).astype(np.int32)) * jnp.asarray((1 << left).astype(np.int32))
+    negative = acc < 0
+    a = jnp.abs(acc).astype(jnp.uint32)
+    b = jnp.asarray(np.abs(q31).astype(np.uint32))
+    mask16 = jnp.uint32(0xFFFF)
+    a1, a0, b1, b0 = a >> 16, a & mask16, b >> 16, b & mask16
+    hi = a1 * b1
+    lo = a0 * b0
+    for mid in (a1 * b0, a0 * b1):                  # each < 2^32: add mid * 2^16 to (hi, lo)
+        part = (mid & mask16) << 16
+        lo_new = lo + part
+        hi = hi + (mid >> 16) + (lo_new < lo).astype(jnp.uint32)
+        lo = lo_new
+    # floor((|acc| q31 + 2^30 - [acc < 0]) / 2^31): half up on the signed product (or half away
+    # from zero: the magnitude rounded half up).
+    nudge = jnp.where(negative & (not away_from_zero), jnp.uint32((1 << 30) - 1), jnp.uint32(1 << 30))
+    lo_new = lo + nudge
+    hi = hi + (lo_new < lo).astype(jnp.uint32)
+    r = ((hi << 1) | (lo_new >> 31)).astype(jnp.int32)
+    r = jnp.where(negative, -r, r)
+    right = jnp.asarray(right.astype(np.int32))
+    half = jnp.where(right > 0, jnp.left_shift(jnp.int32(1), jnp.maximum(right - 1, 0)), 0)
+    if away_from_zero:
+        return jnp.sign(r) * jnp.right_shift(jnp.abs(r) + half, right)
+    return jnp.right_shift(r + half, right)
 
 
 def _i16_multiplier(q31: int) -> int:

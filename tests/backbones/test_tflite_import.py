@@ -116,6 +116,52 @@ def test_quantised_graph_matches_oracle(head, fake_quant):
                                       **({"FULLY_CONNECTED": 1} if head == "fc" else {"RESHAPE": 1}), "SOFTMAX": 1}
 
 
+def _int_requant(acc, m, away):
+    """Oracle: TFLite's fixed-point requantisation in Python integers (tests/backbones/
+    test_tflite_quant.py's `_runtime_requant`), elementwise, `m` per channel on the last axis."""
+    from tests.backbones.test_tflite_quant import _runtime_requant
+
+    acc = np.asarray(acc)
+    m = np.broadcast_to(np.asarray(m, np.float64), acc.shape)
+    return np.array([_runtime_requant(int(a), float(v), away) for a, v in zip(acc.ravel(), m.ravel())]
+                    ).reshape(acc.shape)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_integer_accumulation_is_the_integer_kernels(per_channel):
+    """`integer_accumulation=True`: each convolution, depthwise convolution and dense layer of
+    the tiny graph, fed our own previous tensor, gives exactly the output codes of an int64
+    oracle: accumulator of the integer codes, the 31-bit multiplier, two roundings (half up;
+    half away from zero for the uint8 depthwise kernel), the fused RELU6 as a clamp."""
+    from jscore.backbones.tflite import _Graph
+
+    data, raw = _quantised_graph(per_channel=per_channel)
+    apply_fn, params, _ = import_tflite(data, where="tiny.tflite", integer_accumulation=True)
+    names = {t.name: i for i, t in enumerate(_Graph(data, "tiny").tensors)}
+    x = S_IN * (_pixels() - Z_IN)
+    env = {k: np.asarray(v, np.float64) for k, v in jax.jit(apply_fn.all_tensors)(params, x.astype(np.float32)).items()}
+
+    def codes(name, scale):
+        v = env[names[name]] / scale
+        assert np.abs(v - np.round(v)).max() < 1e-3          # on its grid
+        return np.round(v).astype(np.int64)                  # q - z
+
+    q_in = np.round(x / S_IN).astype(np.int64)
+    acc1 = ref.conv_2d(q_in, raw["q1"] - raw["w1_zp"][:, None, None, None], raw["qb1"], (2, 2), "SAME")
+    want1 = np.clip(_int_requant(acc1.astype(np.int64), S_IN * raw["w1_scale"] / Y1[0], False), 0, 255 - Y1[1])
+    np.testing.assert_array_equal(codes("y1", Y1[0]), want1)
+    acc2 = ref.depthwise_conv_2d(codes("y1", Y1[0]), raw["q2"] - W2[1], raw["qb2"], (1, 1), "SAME", 2)
+    want2 = np.clip(_int_requant(acc2.astype(np.int64), Y1[0] * W2[0] / Y2[0], True), -Y2[1], 255 - Y2[1])
+    np.testing.assert_array_equal(codes("y2", Y2[0]), want2)
+    acc4 = ref.fully_connected(codes("pooled", Y2[0]), raw["q3"] - W3[1], raw["qb3"])
+    want4 = np.clip(_int_requant(acc4.astype(np.int64), Y2[0] * W3[0] / Y4[0], False), -Y4[1], 255 - Y4[1])
+    np.testing.assert_array_equal(codes("logits", Y4[0]), want4)
+    # The float accumulation path is within one step of it.
+    apply_f, _, _ = import_tflite(data, where="tiny.tflite", integer_accumulation=False)
+    _, logits_f = apply_f(params, x.astype(np.float32))
+    assert np.abs(np.asarray(logits_f) / Y4[0] - want4[:, 1:]).max() <= 1.01
+
+
 def test_background_rule():
     data, raw = _quantised_graph(n_out=7)
     x = (S_IN * (_pixels() - Z_IN)).astype(np.float32)
@@ -260,8 +306,8 @@ def test_bad_files(tmp_path):
 def test_gradients_train_the_imported_params():
     """jax.grad through the imported (dequantised) parameters is finite and SGD lowers a loss."""
     data, _ = _quantised_graph(n_out=7)
-    for fake_quant in (False, True):
-        apply_fn, params, _ = import_tflite(data, fake_quant=fake_quant)
+    for fake_quant, integer in ((False, False), (True, False), (True, True)):
+        apply_fn, params, _ = import_tflite(data, fake_quant=fake_quant, integer_accumulation=integer)
         params = jax.tree_util.tree_map(jnp.asarray, params)
         x = jnp.asarray(S_IN * (_pixels(8, 7) - Z_IN), jnp.float32)
         labels = jnp.arange(8) % 7

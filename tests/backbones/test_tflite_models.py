@@ -80,6 +80,29 @@ def test_quantised_files_follow_the_runtime(name):
     assert row["agreement"] >= 5 / 6
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_1.0_224_quant", "mobilenet_v2_torchvision_quant",
+                                  "mobilenet_edgetpu_0.75_224_quant", "mobilenet_v1_0.25_128_quant"])
+def test_integer_accumulation_is_bit_exact(name):
+    """The default forward (`integer_accumulation=True`) on real images gives the runtime's
+    builtin kernels' features and logits exactly: every code, not a cosine."""
+    pytest.importorskip("ai_edge_litert")
+    from jscore.backbones.tflite import import_tflite, load_tflite
+    from jscore.data.preprocess import normalize
+
+    entry = ENTRIES[name]
+    _need(entry)
+    path = chk.model_path(entry)
+    kwargs = dict(entry.kwargs)
+    _, _, info = import_tflite(open(path, "rb").read(), where=path, background=kwargs.get("background"))
+    bb = load_tflite(path, **kwargs)
+    crops, _ = chk.load_images(entry.dataset, 3, bb.preprocess)
+    q = chk.quantize_input(normalize(crops, bb.preprocess), info)
+    f_rt, l_rt = chk.run_runtime(path, q, info, builtin=True)
+    f, l, _ = chk.ours(bb, (info.input_scale * (q.astype(np.float32) - info.input_zero_point)).astype(np.float32), 3)
+    np.testing.assert_allclose(f, f_rt, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(l, l_rt[:, 1:] if l_rt.shape[1] == l.shape[1] + 1 else l_rt, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v3_small_1.0_224_quant", "mobilenet_v2_1.0_224_quant", "mcunet_in3",
                                   "mobilenet_v2_torchvision_quant"])
 def test_every_op_alone_matches_the_runtime(name):

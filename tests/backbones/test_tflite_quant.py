@@ -93,6 +93,41 @@ def test_double_round_equals_integer_requantisation(away):
     assert checked > 15000
 
 
+@pytest.mark.parametrize("away", [False, True])
+def test_fixed_point_multiply_equals_integer_requantisation(away):
+    """The exact 32-bit path against the Python-integer oracle on random accumulators, including
+    exact ties, negative accumulators and multipliers at and above 1/2 (no second rounding)."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(3 + away)
+    for m in list(np.exp(rng.uniform(np.log(1e-5), np.log(0.99), 60))) + [0.5, 0.75, 0.0162]:
+        acc = rng.integers(-min(2 ** 23, int(300 / m)), min(2 ** 23, int(300 / m)), 400)
+        q, e = tq.quantize_multiplier(m)
+        k = -e
+        if k > 0:   # exact ties of the second rounding: acc q31 = (n + 1/2) 2^(31 + k)
+            acc[:8] = [(2 * n + 1) * 2 ** (30 + k) // q for n in range(-4, 4)]
+        want = np.array([_runtime_requant(int(a), m, away) for a in acc])
+        got = np.asarray(tq.fixed_point_multiply(jnp.asarray(acc, jnp.float32), q, e, away))
+        np.testing.assert_array_equal(got, want, err_msg=f"m={m}")
+    # Per channel on the last axis, and a negative multiplier negates the product.
+    qs, es = zip(*(tq.quantize_multiplier(v) for v in (0.01, -0.02)))
+    got = np.asarray(tq.fixed_point_multiply(jnp.full((3, 2), 150.0), np.array(qs), np.array(es)))
+    assert got.tolist() == [[2, -3]] * 3                 # 1.5 -> 2 (half up), -3.0 -> -3
+
+
+def test_fixed_point_multiply_hand_case():
+    import jax.numpy as jnp
+
+    # The double_round hand case: acc = 133, M = 0.6 2^-5: r = round(133 * 0.6 * 2^31 / 2^31) = 80
+    # sub-steps, 80 / 32 = 2.5 -> 3 (half up) ; -133 -> -2 half up, -3 half away from zero.
+    q, e = tq.quantize_multiplier(0.01875)
+    assert np.asarray(tq.fixed_point_multiply(jnp.array([133, -133]), q, e)).tolist() == [3, -2]
+    assert np.asarray(tq.fixed_point_multiply(jnp.array([133, -133]), q, e, True)).tolist() == [3, -3]
+    # M = 3 = 0.75 2^2: a left shift first, no second rounding.
+    q, e = tq.quantize_multiplier(3.0)
+    assert np.asarray(tq.fixed_point_multiply(jnp.array([7, -7]), q, e)).tolist() == [21, -21]
+
+
 def test_requantize_grid_and_gradient():
     import jax
     import jax.numpy as jnp
