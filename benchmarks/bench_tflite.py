@@ -7,8 +7,12 @@ same function (checked: max |difference| of the logits is printed). Timed: the j
 of a batch (median of --repeats after a warm-up), compile time separately, for
 
   flax        the hand-written Flax MobileNetV1;
-  imported    `load_tflite(...).embed` (quantised files: activations clipped to their ranges);
-  fake-quant  `load_tflite(..., fake_quant=True).embed`;
+  imported    `load_tflite(..., fake_quant=False).embed` (quantised files: activations clipped
+              to their ranges, not rounded);
+  float-sum   `load_tflite(..., integer_accumulation=False).embed`: rounded onto the grids,
+              float32 sums (the registry's numerics 2);
+  integer     `load_tflite(...).embed`, the default: integer sums, fixed-point requantisation
+              (bit-exact with the runtime's builtin kernels);
   litert      the reference runtime (`ai-edge-litert`) on the same batch (the input resized to
               the batch size), its default path (XNNPACK delegate), `--threads` threads;
   litert-builtin  its builtin kernels (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
@@ -128,9 +132,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     path = os.path.join(MODELS, args.model, FILES[args.model])
     t = time.perf_counter()
-    bb = load_tflite(path)
+    bb = load_tflite(path, fake_quant=False)
     import_s = time.perf_counter() - t
-    bb_fq = load_tflite(path, fake_quant=True)
+    bb_fs = load_tflite(path, integer_accumulation=False)
+    bb_int = load_tflite(path)
     s = bb.preprocess.image_size
     x = jax.random.uniform(jax.random.key(0), (args.batch_size, s, s, 3), minval=-1.0, maxval=1.0)
     params = bb.variables["params"]
@@ -139,8 +144,8 @@ def main(argv=None) -> int:
     fvars = {"params": flax_params(params)}
     f_flax = jax.jit(lambda v, im: module.apply(v, im))
     f_imp = jax.jit(bb.embed)
-    f_fq = jax.jit(bb_fq.embed)
-    programs = [("flax", f_flax, fvars), ("imported", f_imp, bb.variables), ("fake-quant", f_fq, bb_fq.variables)]
+    programs = [("flax", f_flax, fvars), ("imported", f_imp, bb.variables),
+                ("float-sum", jax.jit(bb_fs.embed), bb_fs.variables), ("integer", jax.jit(bb_int.embed), bb_int.variables)]
     programs += _runtime_programs(path, np.asarray(x), args.threads)
     first, flops = {}, {}
     for label, fn, v in programs:

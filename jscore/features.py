@@ -48,12 +48,16 @@ def _versions() -> dict:
 
 
 def cache_key(backbone_name: str, weights_fingerprint: str, dtype: str, dataset_description: dict,
-              preprocess: dict) -> str:
-    """sha256 of everything that changes the arrays (not of timings or versions)."""
+              preprocess: dict, forward_variant: str = "") -> str:
+    """sha256 of everything that changes the arrays (not of timings or versions). `forward_variant`
+    (`Backbone.forward_variant`) enters only when set, so keys of backbones without one stay."""
     desc = {k: v for k, v in dataset_description.items() if k != "class_names"}
     desc["class_names"] = list(dataset_description.get("class_names", []))
-    blob = json.dumps({"format": FORMAT_VERSION, "backbone": backbone_name, "weights": weights_fingerprint,
-                       "dtype": dtype, "dataset": desc, "preprocess": preprocess}, sort_keys=True, default=str)
+    fields = {"format": FORMAT_VERSION, "backbone": backbone_name, "weights": weights_fingerprint,
+              "dtype": dtype, "dataset": desc, "preprocess": preprocess}
+    if forward_variant:
+        fields["forward"] = forward_variant
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -129,7 +133,7 @@ def cache_entry(backbone, variables, dataset, out_dir: str) -> CacheEntry:
     fp = fingerprint(variables)
     description = dataset.describe()
     preset = dataclasses.asdict(backbone.preprocess)
-    key = cache_key(backbone.name, fp, backbone.dtype, description, preset)
+    key = cache_key(backbone.name, fp, backbone.dtype, description, preset, getattr(backbone, "forward_variant", ""))
     data_name = description.get("name") or os.path.splitext(os.path.basename(
         str(description.get("path", "data")).rstrip("/")))[0]
     stem = "__".join([_safe(backbone.name), _safe(data_name), _safe(str(description.get("split", ""))), key[:12]])

@@ -51,6 +51,9 @@ class Backbone:
         (e.g. {"batch_stats": ...}) in training mode and is {} otherwise.
       variables: pretrained variables, or None for a randomly initialised model.
       dtype: the compute dtype (name) the modules were built with; parameters stay float32.
+      forward_variant: what besides the weights and dtype decides the forward's numbers (a
+        TFLite import's quantisation mode: "float", "float-sum", "integer"); "" when nothing
+        does. Part of the feature cache key, so features of another variant are not reused.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Backbone:
     apply: Callable[..., Tuple[Any, Optional[Any], Variables]]
     variables: Optional[Variables] = None
     dtype: str = "float32"
+    forward_variant: str = ""
 
     def embed(self, variables: Variables, images):
         """Inference: `(variables, images [B, H, W, 3]) -> (features [B, D], logits [B, Cs] or None)`."""

@@ -85,25 +85,19 @@ def _tflite(name, architecture, file, top1, size, dim, params, *, task=IMAGENET,
                            origin, tuple(sorted(opts.items())), folder, numerics)
 
 
-# The published medical and CIFAR studies (results/) were extracted with these entries at
-# numerics 2 (float32 accumulation: cosine >= 0.99 with the runtime's features, docs/zoo.md);
-# they stay there until those records are recomputed. MobileNetV3-Small and the torchvision
-# MobileNetV2, which float accumulation does not reproduce well, are bit-exact at 3.
-_AS_PUBLISHED = False   # integer_accumulation off: numerics 2
-
 _ENTRIES = [
     _tflite("mobilenet_v1_0.25_128_quant", "MobileNetV1 x0.25 (uint8)", "mobilenet_v1_0.25_128_quant.tflite",
-            39.5, 128, 256, 467593, integer_accumulation=_AS_PUBLISHED),
+            39.5, 128, 256, 467593),
     _tflite("mobilenet_v1_0.25_224_float", "MobileNetV1 x0.25 (float32)", "mobilenet_v1_0.25_224_1_default_1.tflite",
             49.7, 224, 256, 467593, origin="tensorflow/tflite-support", input_norm=(127.5, 127.5)),
     _tflite("mobilenet_v1_0.5_160_quant", "MobileNetV1 x0.5 (uint8)", "mobilenet_v1_0.5_160_quant.tflite",
-            57.2, 160, 512, 1326633, integer_accumulation=_AS_PUBLISHED),
+            57.2, 160, 512, 1326633),
     _tflite("mobilenet_v1_0.75_192_quant", "MobileNetV1 x0.75 (uint8)", "mobilenet_v1_0.75_192_quant.tflite",
-            66.1, 192, 768, 2578121, integer_accumulation=_AS_PUBLISHED),
+            66.1, 192, 768, 2578121),
     _tflite("mobilenet_v1_1.0_224_embedding", "MobileNetV1 x1.0, classifier removed (uint8)",
-            "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", None, 224, 1024, 3196032, classes=0, integer_accumulation=_AS_PUBLISHED),
+            "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite", None, 224, 1024, 3196032, classes=0),
     _tflite("mobilenet_v2_1.0_224_quant", "MobileNetV2 x1.0 (uint8)", "mobilenet_v2_1.0_224_quant.tflite",
-            70.8, 224, 1280, 3489097, integer_accumulation=_AS_PUBLISHED),
+            70.8, 224, 1280, 3489097),
     _tflite("mobilenet_v2_torchvision_quant", "MobileNetV2, torchvision's quantised model (int8, NCHW)",
             "mobilenet_v2_quantized_1x3x224x224.tflite", 71.7, 224, 1280, 3487816, origin="tensorflow/tflite-micro",
             crop_fraction=224 / 256, input_norm=IMAGENET_NORM),
@@ -112,16 +106,16 @@ _ENTRIES = [
             origin="weilly0912/ATU_Model_Zoo"),
     _tflite("mobilenet_edgetpu_0.75_224_quant", "MobileNet-EdgeTPU x0.75 (uint8)",
             "mobilenet_edgetpu_0.75_224_post_training_quant.tflite", 73.5, 224, 1280, 2974377, origin="google-coral/edgetpu",
-            input_norm=(128.0, 128.0), integer_accumulation=_AS_PUBLISHED),
+            input_norm=(128.0, 128.0)),
     _tflite("mobilenet_edgetpu_1.0_224_quant", "MobileNet-EdgeTPU x1.0 (uint8)", "mobilenet_edgetpu_1.0_224.uint8.tflite",
             75.6, 224, 1280, 4073273, licence="Apache-2.0 (Google's model; the copying repository has no licence file)",
-            origin="ken-unger/tflite", integer_accumulation=_AS_PUBLISHED),
+            origin="ken-unger/tflite"),
     _tflite("mobilenet_v2_1.0_224_inat_bird_quant", "MobileNetV2 x1.0 (uint8)",
             "mobilenet_v2_1.0_224_inat_bird_quant.tflite", None, 224, 1280, 3442981, task="iNaturalist birds",
-            classes=964, background=True, integer_accumulation=_AS_PUBLISHED),
+            classes=964, background=True),
     _tflite("mobilenet_v2_1.0_224_inat_insect_quant", "MobileNetV2 x1.0 (uint8)",
             "mobilenet_v2_1.0_224_inat_insect_quant.tflite", None, 224, 1280, 3515998, task="iNaturalist insects",
-            classes=1021, background=True, integer_accumulation=_AS_PUBLISHED),
+            classes=1021, background=True),
     _tflite("cifar10_resnet8_mlperf_tiny", "ResNet-8 of MLPerf Tiny (float32 TFLite)", "pretrainedResnet.tflite",
             85.0, 32, 64, 77706, task=CIFAR10, classes=10, origin="mlcommons/tiny", crop_fraction=1.0,
             input_norm=(0.0, 1.0)),
@@ -129,7 +123,7 @@ _ENTRIES = [
                     ("mcunet-320kb-1mb_imagenet.pth", "mcunet-320kb-1mb_imagenet.json"), IMAGENET, 1000, 62.2, 176,
                     160, 737408, "MIT", "mit-han-lab/mcunet"),
     _tflite("mcunet_in3_int8", "MCUNet in3 (int8 TFLite)", "mcunet-320kb-1mb_imagenet.tflite", 61.8, 176, 160, 729720,
-            licence="MIT", origin="mit-han-lab/mcunet", folder="mcunet_in3", integer_accumulation=_AS_PUBLISHED),
+            licence="MIT", origin="mit-han-lab/mcunet", folder="mcunet_in3"),
 ]
 for _v, (_top1, _size, _params) in enumerate([(75.1, 224, 4652008), (76.7, 240, 5416680), (77.6, 260, 6092072)]):
     _ENTRIES.append(PretrainedEntry(

@@ -26,11 +26,11 @@ as the kernel's int16 fixed-point code table), with a straight-through gradient 
 stays trainable. With `integer_accumulation=True` (the default) convolutions, depthwise
 convolutions and dense layers also sum the integer codes rather than their dequantised values and
 apply the requantisation multiplier in 32-bit fixed point (`_integer_accumulation`), as the
-kernels do: the forward then gives the runtime's builtin kernels' output codes bit for bit on the
-published uint8 files (MobileNetV1/V2/V3-Small/EdgeTPU, torchvision's int8 MobileNetV2; measured
-in docs/zoo.md). `integer_accumulation=False` sums in float32 (numerics version 2 of the
-registry's entries): a few elements in 10^6 land one step off, which MobileNetV3-Small amplifies
-to a feature cosine of 0.969. `fake_quant=False` keeps float activations. Float files have no
+kernels do, and ADD follows the kernel's three fixed-point steps (`_integer_add`): the forward
+then gives the runtime's builtin kernels' output codes bit for bit on the published files
+(docs/zoo.md). `integer_accumulation=False` sums in float32 (numerics version 2 of the
+registry's entries, before this): a few elements in 10^6 land one step off, which
+MobileNetV3-Small amplifies to a feature cosine of 0.969. `fake_quant=False` keeps float activations. Float files have no
 grids: every setting gives the same float forward.
 
 Folded batch norm stays folded (the file has no batch norm left); `train=True` behaves as eval.
@@ -425,9 +425,10 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
     The float forward sums dequantised products, `sum (s_in q_in) (s_w q_w)`, whose float32
     rounding lands on the other side of a requantisation boundary on a few elements in 10^6.
     Here the sum runs over the integer codes themselves (`q_in - z_in`, `q_w - z_w`, the int32
-    bias), which float32 holds exactly while every partial sum stays below 2^24; the accumulator
-    is then scaled by `M = s_in s_w / s_out` once and rounded twice like the kernel
-    (`tflite_quant.double_round`), and the fused activation clamps output codes. The weights are
+    bias), which float32 holds exactly while every partial sum stays below 2^24 (wider sums are
+    split into two exact ones and added in int32); the accumulator is then multiplied by `M =
+    s_in s_w / s_out` in 32-bit fixed point and rounded twice like the kernel
+    (`tflite_quant.fixed_point_multiply`), and the fused activation clamps output codes. The weights are
     re-read as codes (`round(w / s_w)`), so a fine-tuned kernel acts as its quantised self. The
     gradient is the float forward's (a straight-through estimate, as `requantize` gives).
 
@@ -450,7 +451,13 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
     s_w_safe = np.where(s_w == 0, 1.0, s_w)                      # an all-zero channel stays zero
     acc_scale = (s_in * s_w_safe).astype(np.float32)             # [C_out] or [1]: the bias's scale
     w_scale = s_w_safe.astype(np.float32)
-    q31, exponent = np.array([quantize_multiplier(v) for v in s_in * s_w / np.float64(s_out)]).T
+    # The kernels' multiplier: s_in s_w in float32 for uint8 inputs (the runtime multiplies the
+    # two float scales before widening; it moves ties of the second rounding), in double for int8.
+    if T[op.inputs[0]].dtype == "UINT8":
+        product = (np.float32(s_in) * w.scale.astype(np.float32).reshape(-1)).astype(np.float64)
+    else:
+        product = s_in * s_w
+    q31, exponent = np.array([quantize_multiplier(v) for v in product / np.float64(s_out)]).T
     away = _requant(graph, op)[1]
     act = op.options.get("activation", "NONE")
     lo, hi = qmin - z_out, qmax - z_out                       # output codes relative to z_out
@@ -462,11 +469,26 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
         return None
     linear_fn = _op_fn(graph, dataclasses.replace(op, options={**op.options, "activation": "NONE"}))
     s_in32 = np.float32(s_in)
+    # float32 sums integers exactly below 2^24. Bound |acc| by taps x input codes x weight codes;
+    # past 2^24 (1x1 convolutions over a few hundred channels), split the input codes into
+    # 4-bit digits, x = 16 hi + lo, sum each exactly and combine in int32.
+    shape = w.shape
+    taps = int(np.prod(shape[1:] if op.name == "CONV_2D" else shape[1:3] if op.name == "DEPTHWISE_CONV_2D"
+                       else shape[1:]))
+    x_range = max(abs(gi[2] - gi[1]), abs(gi[3] - gi[1]))
+    w_range = 255 if w.dtype == "UINT8" else 128
+    split = taps * x_range * w_range >= 2 ** 24
 
     def exact(p, x):
         codes = jnp.round(x / s_in32)
-        acc = linear_fn({"kernel": jnp.round(p["kernel"] / w_scale), "bias": jnp.round(p["bias"] / acc_scale)},
-                        [codes])
+        kernel = {"kernel": jnp.round(p["kernel"] / w_scale), "bias": jnp.zeros_like(p["bias"])}
+        if split:
+            hi_codes = jnp.floor(codes / 16)
+            acc = (linear_fn(kernel, [hi_codes]).astype(jnp.int32) * 16
+                   + linear_fn(kernel, [codes - 16 * hi_codes]).astype(jnp.int32))
+        else:
+            acc = linear_fn(kernel, [codes]).astype(jnp.int32)
+        acc = acc + jnp.round(p["bias"] / acc_scale).astype(jnp.int32)
         q = jnp.clip(fixed_point_multiply(acc, q31, exponent, away), lo, hi)
         return q.astype(jnp.float32) * np.float32(s_out)
 
@@ -479,6 +501,58 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
         return forward(*primals), jax.jvp(lambda p, x: float_fn(p, [x]), primals, tangents)[1]
 
     return lambda p, xs: forward(p, xs[0])
+
+
+def _integer_add(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callable]:
+    """ADD of two live 8-bit tensors as the integer kernel computes it, or None.
+
+    The kernel (the quantisation spec's ADD) shifts both inputs' codes left by 20 bits, brings
+    each to the scale `2 max(s_a, s_b) 2^-20` with its own fixed-point multiplier `s_i / (2
+    max)`, adds, and requantises the sum with `2 max / (2^20 s_out)`: three
+    `fixed_point_multiply` steps whose roundings a float sum rounded once does not reproduce
+    on a few elements in 10^5. Gradient: the float ADD's.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from jscore.backbones.tflite_quant import fixed_point_multiply, quantize_multiplier
+
+    T = graph.tensors
+    if op.name != "ADD" or len(op.inputs) != 2 or any(T[i].data is not None for i in op.inputs):
+        return None
+    ga, gb, go = (_grid(T[i]) for i in (*op.inputs, op.outputs[0]))
+    if ga is None or gb is None or go is None:
+        return None
+    act = op.options.get("activation", "NONE")
+    s_out, z_out, qmin, qmax = go
+    lo, hi = qmin - z_out, qmax - z_out
+    if act in ("RELU", "RELU6"):
+        lo = max(lo, 0)
+        if act == "RELU6":
+            hi = min(hi, int(np.round(6.0 / s_out)))
+    elif act != "NONE":
+        return None
+    twice_max = 2 * max(np.float64(ga[0]), np.float64(gb[0]))
+    mult_a, mult_b = (quantize_multiplier(np.float64(g[0]) / twice_max) for g in (ga, gb))
+    mult_out = quantize_multiplier(twice_max / (2.0 ** 20 * np.float64(s_out)))
+    away = True   # RoundingDivideByPOT
+
+    def exact(a, b):
+        ca = jnp.round(a / np.float32(ga[0])).astype(jnp.int32) * (1 << 20)
+        cb = jnp.round(b / np.float32(gb[0])).astype(jnp.int32) * (1 << 20)
+        total = fixed_point_multiply(ca, *mult_a, away) + fixed_point_multiply(cb, *mult_b, away)
+        q = jnp.clip(fixed_point_multiply(total, *mult_out, away), lo, hi)
+        return q.astype(jnp.float32) * np.float32(s_out)
+
+    @jax.custom_jvp
+    def forward(a, b):
+        return exact(a, b)
+
+    @forward.defjvp
+    def _forward_jvp(primals, tangents):
+        return forward(*primals), jax.jvp(lambda a, b: float_fn({}, [a, b]), primals, tangents)[1]
+
+    return lambda p, xs: forward(xs[0], xs[1])
 
 
 def _hard_swish_lut(graph: _Graph, op: _Op) -> Optional[Callable]:
@@ -613,7 +687,9 @@ def import_tflite(data: bytes, *, where: str = "<bytes>", background: Optional[b
         fn = _op_fn(graph, op)
         if fake_quant and op.name == "HARD_SWISH":
             fn = _hard_swish_lut(graph, op) or fn
-        exact = _integer_accumulation(graph, op, fn) if (fake_quant and integer_accumulation) else None
+        exact = None
+        if fake_quant and integer_accumulation:
+            exact = _integer_accumulation(graph, op, fn) or _integer_add(graph, op, fn)
         # Which inputs are activations (others are constants: folded into params or static).
         live = tuple(i if (i >= 0 and graph.tensors[i].data is None) else None for i in op.inputs)
         grid = _grid(graph.tensors[op.outputs[0]])
@@ -781,5 +857,9 @@ def load_tflite(path: str, *, name: Optional[str] = None, background: Optional[b
 
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
+    # Same weights, different numbers: the quantisation mode keys the feature cache (float files
+    # have no grids, so every mode is the same forward there).
+    variant = "" if not info.quantized else (
+        "integer" if fake_quant and integer_accumulation else "float-sum" if fake_quant else "float")
     return Backbone(name=name, feature_dim=info.feature_dim, num_source_classes=num_source, preprocess=preprocess,
-                    init=init, apply=apply, variables=variables)
+                    init=init, apply=apply, variables=variables, forward_variant=variant)

@@ -127,6 +127,12 @@ def _int_requant(acc, m, away):
                     ).reshape(acc.shape)
 
 
+def _m(s_in, s_w, s_out):
+    """The uint8 kernels' real multiplier: the float32 scales' product taken in float32 (as the
+    runtime does before widening to double), over the output scale in double."""
+    return np.float64(np.float32(s_in) * np.asarray(s_w, np.float32)) / np.float64(np.float32(s_out))
+
+
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_integer_accumulation_is_the_integer_kernels(per_channel):
     """`integer_accumulation=True`: each convolution, depthwise convolution and dense layer of
@@ -148,18 +154,67 @@ def test_integer_accumulation_is_the_integer_kernels(per_channel):
 
     q_in = np.round(x / S_IN).astype(np.int64)
     acc1 = ref.conv_2d(q_in, raw["q1"] - raw["w1_zp"][:, None, None, None], raw["qb1"], (2, 2), "SAME")
-    want1 = np.clip(_int_requant(acc1.astype(np.int64), S_IN * raw["w1_scale"] / Y1[0], False), 0, 255 - Y1[1])
+    want1 = np.clip(_int_requant(acc1.astype(np.int64), _m(S_IN, raw["w1_scale"], Y1[0]), False), 0, 255 - Y1[1])
     np.testing.assert_array_equal(codes("y1", Y1[0]), want1)
     acc2 = ref.depthwise_conv_2d(codes("y1", Y1[0]), raw["q2"] - W2[1], raw["qb2"], (1, 1), "SAME", 2)
-    want2 = np.clip(_int_requant(acc2.astype(np.int64), Y1[0] * W2[0] / Y2[0], True), -Y2[1], 255 - Y2[1])
+    want2 = np.clip(_int_requant(acc2.astype(np.int64), _m(Y1[0], W2[0], Y2[0]), True), -Y2[1], 255 - Y2[1])
     np.testing.assert_array_equal(codes("y2", Y2[0]), want2)
     acc4 = ref.fully_connected(codes("pooled", Y2[0]), raw["q3"] - W3[1], raw["qb3"])
-    want4 = np.clip(_int_requant(acc4.astype(np.int64), Y2[0] * W3[0] / Y4[0], False), -Y4[1], 255 - Y4[1])
+    want4 = np.clip(_int_requant(acc4.astype(np.int64), _m(Y2[0], W3[0], Y4[0]), False), -Y4[1], 255 - Y4[1])
     np.testing.assert_array_equal(codes("logits", Y4[0]), want4)
     # The float accumulation path is within one step of it.
     apply_f, _, _ = import_tflite(data, where="tiny.tflite", integer_accumulation=False)
     _, logits_f = apply_f(params, x.astype(np.float32))
     assert np.abs(np.asarray(logits_f) / Y4[0] - want4[:, 1:]).max() <= 1.01
+
+
+def test_integer_add_is_the_integer_kernel():
+    """ADD of two uint8 tensors on different grids: the three fixed-point steps of the kernel
+    (inputs shifted by 2^20 and scaled to 2 max(s_a, s_b), the sum requantised; rounding half
+    away from zero), against a Python-integer oracle, exactly."""
+    from jscore.backbones.tflite import _Graph
+    from tests.backbones.test_tflite_quant import _q31
+
+    rng = np.random.default_rng(5)
+    g = TinyGraph()
+    x = g.tensor("input", [1, 4, 4, 3], "UINT8", S_IN, Z_IN)
+    grids = {"a": (0.037, 131), "b": (0.0113, 97), "sum": (0.045, 120)}
+    outs = {}
+    for name in ("a", "b"):
+        w = g.const(f"w_{name}", rng.integers(0, 256, size=(5, 1, 1, 3)), "UINT8", scale=0.02, zero_point=128)
+        b = g.const(f"b_{name}", rng.integers(-300, 300, size=5), "INT32", scale=S_IN * 0.02, zero_point=0)
+        outs[name] = g.tensor(name, [1, 4, 4, 5], "UINT8", *grids[name])
+        g.op("CONV_2D", [x, w, b], [outs[name]], padding="SAME")
+    y = g.tensor("sum", [1, 4, 4, 5], "UINT8", *grids["sum"])
+    g.op("ADD", [outs["a"], outs["b"]], [y])
+    data = g.finish([x], [y])
+    apply_fn, params, _ = import_tflite(data, where="add.tflite")
+    names = {t.name: i for i, t in enumerate(_Graph(data, "add").tensors)}
+    px = S_IN * (np.random.default_rng(6).integers(0, 256, size=(4, 4, 4, 3)) - Z_IN)
+    env = jax.jit(apply_fn.all_tensors)(params, px.astype(np.float32))
+    ca, cb, got = (np.round(np.asarray(env[names[n]], np.float64) / grids[n][0]).astype(np.int64)
+                   for n in ("a", "b", "sum"))
+
+    def mul(v, m):   # SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT (half away)
+        q, k = _q31(m)
+        r = (v * q + (1 << 30)) >> 31
+        if k <= 0:
+            return r
+        mag = (abs(r) + (1 << (k - 1))) >> k
+        return mag if r >= 0 else -mag
+
+    twice = 2 * max(np.float64(np.float32(grids["a"][0])), np.float64(np.float32(grids["b"][0])))
+    m_a, m_b = np.float64(np.float32(grids["a"][0])) / twice, np.float64(np.float32(grids["b"][0])) / twice
+    m_out = twice / (2 ** 20 * np.float64(np.float32(grids["sum"][0])))
+    want = np.array([mul(mul(int(a) << 20, m_a) + mul(int(b) << 20, m_b), m_out)
+                     for a, b in zip(ca.ravel(), cb.ravel())]).reshape(ca.shape)
+    want = np.clip(want, -grids["sum"][1], 255 - grids["sum"][1])
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(got)) > 20
+    # The gradient is the float ADD's: d(sum)/d(a) = 1.
+    grads = jax.grad(lambda p: apply_fn(p, px.astype(np.float32))[0].sum())(params)
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree_util.tree_leaves(grads))
+    assert float(jnp.abs(grads["000_conv_2d"]["kernel"]).sum()) > 0
 
 
 def test_background_rule():
@@ -193,6 +248,29 @@ def test_load_tflite_backbone(tmp_path):
     # An explicit (x - a) / b override.
     bb2 = load_tflite(str(path), input_norm=(127.5, 127.5))
     assert np.allclose(bb2.preprocess.mean, 0.5) and np.allclose(bb2.preprocess.std, 0.5)
+
+
+def test_quantisation_mode_keys_the_feature_cache(tmp_path):
+    """The same file and weights under another quantisation mode is another forward: its
+    features must not be served from the cache of the first (found in the study: a version bump
+    of the integer imports reused the older forward's cached features)."""
+    from jscore.features import cache_entry
+
+    class Described:   # cache_entry only asks the dataset to describe itself
+        def describe(self):
+            return {"name": "d", "split": "test", "num_examples": 2, "class_names": ["a", "b"]}
+
+    data, _ = _quantised_graph()
+    path = tmp_path / "tiny.tflite"
+    path.write_bytes(data)
+    modes = {"integer": {}, "float-sum": dict(integer_accumulation=False), "float": dict(fake_quant=False)}
+    ds = Described()
+    keys = {}
+    for variant, kw in modes.items():
+        bb = load_tflite(str(path), **kw)
+        assert bb.forward_variant == variant
+        keys[variant] = cache_entry(bb, bb.variables, ds, str(tmp_path)).key
+    assert len(set(keys.values())) == 3
 
 
 def test_input_norm_int8_and_float():

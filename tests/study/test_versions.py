@@ -47,13 +47,11 @@ def test_import_version_reaches_the_extraction_key(tmp_path, monkeypatch):
     cfg, spec = plan.config, plan.config.backbones[0]
     assert "numerics" not in backbone_deps(cfg, spec)  # the small zoo is not a published import
     entry = pretrained.PRETRAINED["mobilenet_v2_1.0_224_quant"]
-    assert entry.numerics == 2  # integer TFLite, float32 sums: as the published study extracted it
-    # Integer sums (bit-exact with the runtime) are version 3.
-    assert pretrained.PRETRAINED["mobilenet_v3_small_1.0_224_quant"].numerics == 3
+    assert entry.numerics == 3  # integer TFLite: integer sums, bit-exact with the runtime's kernels
     assert pretrained.PRETRAINED["mobilenet_v2_torchvision_quant"].numerics == 3
     assert pretrained.PRETRAINED["mobilenet_v1_0.25_224_float"].numerics == 1   # a float file
     assert pretrained.PRETRAINED["efficientnet_lite0"].numerics == 1
     published = dataclasses.replace(spec, name=entry.name)
-    assert backbone_deps(cfg, published)["numerics"] == 2
-    monkeypatch.setitem(pretrained.PRETRAINED, entry.name, dataclasses.replace(entry, numerics=3))
     assert backbone_deps(cfg, published)["numerics"] == 3
+    monkeypatch.setitem(pretrained.PRETRAINED, entry.name, dataclasses.replace(entry, numerics=4))
+    assert backbone_deps(cfg, published)["numerics"] == 4
