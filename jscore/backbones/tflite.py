@@ -469,15 +469,15 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
         return None
     linear_fn = _op_fn(graph, dataclasses.replace(op, options={**op.options, "activation": "NONE"}))
     s_in32 = np.float32(s_in)
-    # float32 sums integers exactly below 2^24. Bound |acc| by taps x input codes x weight codes;
-    # past 2^24 (1x1 convolutions over a few hundred channels), split the input codes into
-    # 4-bit digits, x = 16 hi + lo, sum each exactly and combine in int32.
-    shape = w.shape
-    taps = int(np.prod(shape[1:] if op.name == "CONV_2D" else shape[1:3] if op.name == "DEPTHWISE_CONV_2D"
-                       else shape[1:]))
+    # float32 sums integers exactly below 2^24. Bound |acc| by the largest input code times the
+    # largest sum of |weight codes| feeding one output (the file's weights); past 2^24, split the
+    # input codes into 4-bit digits, x = 16 hi + lo, sum each exactly and combine in int32.
+    codes_w = np.abs(np.asarray(w.data, np.int64) - np.asarray(w.zero_point, np.int64).reshape(
+        [-1 if a == w.quantized_dimension else 1 for a in range(w.data.ndim)] if w.zero_point.size > 1 else []))
+    per_output = codes_w.sum(axis=tuple(range(1, codes_w.ndim))) if op.name != "DEPTHWISE_CONV_2D" \
+        else codes_w.reshape(-1, codes_w.shape[-1]).sum(0)
     x_range = max(abs(gi[2] - gi[1]), abs(gi[3] - gi[1]))
-    w_range = 255 if w.dtype == "UINT8" else 128
-    split = taps * x_range * w_range >= 2 ** 24
+    split = float(per_output.max()) * x_range >= 2 ** 24
 
     def exact(p, x):
         codes = jnp.round(x / s_in32)

@@ -168,6 +168,42 @@ def test_integer_accumulation_is_the_integer_kernels(per_channel):
     assert np.abs(np.asarray(logits_f) / Y4[0] - want4[:, 1:]).max() <= 1.01
 
 
+def test_integer_accumulation_past_float32_integers():
+    """A 1x1 convolution over 600 channels whose accumulator A is odd and above 2^24, where
+    float32 holds only even integers, with an output scale placed so that A and its float32
+    neighbour requantise to different codes: the split sum still gives the int64 oracle's code
+    (a single float32 sum gives the neighbour's)."""
+    from jscore.backbones.tflite import _Graph
+
+    rng = np.random.default_rng(9)
+    pixels = rng.integers(220, 256, size=(1, 1, 1, 600))
+    total = int(pixels.sum()) * 127
+    bias = 1 - total % 2                                              # A = 127 sum(p) + bias, odd
+    acc = total + bias
+    assert acc > 2 ** 24
+    neighbour = acc + 1 if (acc + 1) % 4 == 0 else acc - 1            # float32(A): round to even
+    s_in, s_w = 0.02, 1e-3
+    start = np.float32(s_in * s_w * acc / 100.5)                     # A M near the tie 100.5
+    for s_out in (start + np.float32(i) * np.spacing(start) for i in range(-3000, 3000)):
+        m = _m(s_in, s_w, s_out)                                      # a scale where A and its
+        if _int_requant(np.array([acc]), m, False)[0] != _int_requant(np.array([neighbour]), m, False)[0]:
+            break                                                     # neighbour round apart
+    else:
+        pytest.fail("no output scale separates A from its float32 neighbour")
+    g = TinyGraph()
+    x = g.tensor("input", [1, 1, 1, 600], "UINT8", s_in, 0)
+    w = g.const("w", np.full((1, 1, 1, 600), 127), "INT8", scale=np.array([s_w]), zero_point=np.zeros(1), qdim=0)
+    b = g.const("b", np.array([bias]), "INT32", scale=np.array([np.float32(s_in) * np.float32(s_w)]),
+                zero_point=np.zeros(1), qdim=0)
+    y = g.tensor("y", [1, 1, 1, 1], "UINT8", float(s_out), 0)
+    g.op("CONV_2D", [x, w, b], [y], padding="VALID")
+    data = g.finish([x], [y])
+    apply_fn, params, _ = import_tflite(data, where="wide.tflite")
+    env = jax.jit(apply_fn.all_tensors)(params, (s_in * pixels).astype(np.float32))
+    got = np.round(np.asarray(env[{t.name: i for i, t in enumerate(_Graph(data, "w").tensors)}["y"]]) / s_out)
+    assert got.ravel().tolist() == [float(_int_requant(np.array([acc]), _m(s_in, s_w, s_out), False)[0])]
+
+
 def test_integer_add_is_the_integer_kernel():
     """ADD of two uint8 tensors on different grids: the three fixed-point steps of the kernel
     (inputs shifted by 2^20 and scaled to 2 max(s_a, s_b), the sum requantised; rounding half

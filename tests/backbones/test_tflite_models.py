@@ -81,10 +81,12 @@ def test_quantised_files_follow_the_runtime(name):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small_1.0_224_quant", "mobilenet_v2_torchvision_quant",
-                                  "mobilenet_edgetpu_0.75_224_quant", "mobilenet_v1_0.25_128_quant"])
+                                  "mobilenet_edgetpu_1.0_224_quant", "mobilenet_v1_0.75_192_quant", "mcunet_in3"])
 def test_integer_accumulation_is_bit_exact(name):
     """The default forward (`integer_accumulation=True`) on real images gives the runtime's
-    builtin kernels' features and logits exactly: every code, not a cosine."""
+    builtin kernels' features and logits exactly: every code, not a cosine. The files cover
+    uint8 and int8 per-channel kernels, HARD_SWISH and MUL (V3-Small), ADD (EdgeTPU x1.0), and
+    ties that need the uint8 kernels' float32 scale product (MobileNetV1 x0.75)."""
     pytest.importorskip("ai_edge_litert")
     from jscore.backbones.tflite import import_tflite, load_tflite
     from jscore.data.preprocess import normalize
