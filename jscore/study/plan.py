@@ -230,30 +230,60 @@ def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, un
 _DEFAULT_COST = {"extract": 8.0, "score": 3.0, "truth": 6.0, "evaluate": 20.0}
 
 
+def _earlier_wall_times(plan: Plan, stage: str, prefix: str) -> list:
+    """Wall times of up to 50 records of `stage` whose id starts with `prefix`, whatever their
+    key: records of earlier configs still say what such a unit costs."""
+    folder = os.path.join(plan.config.out, "records", stage)
+    times = []
+    for f in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if not f.startswith(prefix):
+            continue
+        try:
+            with open(os.path.join(folder, f)) as fh:
+                times.append(float(json.load(fh).get("wall_s", 0.0)))
+        except (OSError, ValueError):
+            pass
+        if len(times) == 50:
+            break
+    return times
+
+
+def _estimate_units(plan: Plan, units, stage: str, prefix: str, default: float) -> dict:
+    times, done = [], 0
+    for u in units:
+        rec = plan.read_record(u)
+        if rec is not None:
+            done += 1
+            times.append(float(rec.get("wall_s", 0.0)))
+    if not times:
+        times = _earlier_wall_times(plan, stage, prefix)
+    per = sum(times) / len(times) if times else default
+    return {"units": len(units), "done": done, "todo": len(units) - done,
+            "estimate_s": round(per * (len(units) - done), 1), "per_unit_s": round(per, 2)}
+
+
 def estimate(plan: Plan) -> Dict[str, dict]:
-    """Per stage: units, done, todo, and an estimate of the remaining seconds."""
+    """Per stage: units, done, todo, and an estimate of the remaining seconds: the mean wall time
+    of the stage's finished units (or of earlier configs' records) times the units left. The
+    truth stage is estimated per ground truth (a probe takes seconds, a fine-tuning run minutes)
+    and carries the parts under "by_truth"."""
     out = {}
     for stage in STAGES:
         units = plan.units.get(stage, [])
-        times, done = [], 0
-        for u in units:
-            rec = plan.read_record(u)
-            if rec is not None:
-                done += 1
-                times.append(float(rec.get("wall_s", 0.0)))
-        if not times:  # records of earlier configs of the same stage still say what a unit costs
-            folder = os.path.join(plan.config.out, "records", stage)
-            for f in sorted(os.listdir(folder))[:50] if os.path.isdir(folder) else []:
-                try:
-                    with open(os.path.join(folder, f)) as fh:
-                        times.append(float(json.load(fh).get("wall_s", 0.0)))
-                except (OSError, ValueError):
-                    pass
-        per = sum(times) / len(times) if times else _DEFAULT_COST[stage]
-        if stage == "truth" and plan.config.ground_truth.recipe == "finetune" and not times:
-            per = 60.0 * plan.config.ground_truth.epochs / 10  # a guess until a record exists
-        out[stage] = {"units": len(units), "done": done, "todo": len(units) - done,
-                      "estimate_s": round(per * (len(units) - done), 1), "per_unit_s": round(per, 2)}
+        if stage != "truth":
+            out[stage] = _estimate_units(plan, units, stage, f"{stage}__", _DEFAULT_COST[stage])
+            continue
+        parts = {}
+        for gt in plan.config.truths():
+            mine = [u for u in units if u.args.get("truth") == gt.name]
+            if not mine:
+                continue
+            default = 60.0 * gt.epochs / 10 if gt.recipe == "finetune" else _DEFAULT_COST["truth"]
+            parts[gt.name] = _estimate_units(plan, mine, stage, f"truth__{_safe(gt.name)}__", default)
+        total = {k: sum(p[k] for p in parts.values()) for k in ("units", "done", "todo", "estimate_s")}
+        total["estimate_s"] = round(total["estimate_s"], 1)
+        total["per_unit_s"] = round(total["estimate_s"] / total["todo"], 2) if total["todo"] else 0.0
+        out[stage] = {**total, "by_truth": parts}
     return out
 
 
@@ -264,10 +294,19 @@ def format_plan(plan: Plan) -> str:
     lines = [f"study {cfg.name!r}: {len(cfg.datasets)} dataset(s) x {len(cfg.backbones)} backbone(s); "
              f"output {cfg.out}",
              *[f"ground truth {g.name!r}: {g.describe()}" for g in cfg.truths()],
-             f"{'stage':<10}{'units':>7}{'done':>7}{'todo':>7}{'est. s':>10}"]
+             ]
+    parts = est["truth"].get("by_truth", {}) if "truth" in est else {}
+    width = max([10] + [len(n) + 3 for n in parts])
+
+    def row(label, e):
+        return f"{label:<{width}}{e['units']:>7}{e['done']:>7}{e['todo']:>7}{e['estimate_s']:>10.0f}"
+
+    lines.append(f"{'stage':<{width}}{'units':>7}{'done':>7}{'todo':>7}{'est. s':>10}")
     for stage, e in est.items():
         if e["units"]:
-            lines.append(f"{stage:<10}{e['units']:>7}{e['done']:>7}{e['todo']:>7}{e['estimate_s']:>10.0f}")
+            lines.append(row(stage, e))
+        if stage == "truth" and len(parts) > 1:   # a probe takes seconds, a fine-tuning run minutes
+            lines += [row("  " + name, part) for name, part in parts.items()]
     total = sum(e["estimate_s"] for e in est.values())
     lines.append(f"estimated time left: about {total:.0f} s on this machine (first-run guesses until records "
                  "of a stage exist; compile time included)")

@@ -187,3 +187,30 @@ def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys)
     plan = make_plan(load_config(path))  # the full study, as a later plain run sees it
     done = {u.id for u in plan.all_units() if plan.is_done(u)}
     assert done == {u.id for s in part.units for u in part.units[s]}
+
+
+def test_dry_run_estimates_each_ground_truth_from_its_own_records(tmp_path):
+    """A finished `short` run says nothing about what a `long` run costs: each ground truth's
+    estimate is the mean wall time of its own finished units times its units left; one without
+    records falls back to records of earlier configs with its name, then to a default."""
+    import json
+
+    from jscore.study import estimate, format_plan, load_config, make_plan
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), TRUTHS))
+    plan = make_plan(cfg)
+    short = [u for u in plan.units["truth"] if u.args["truth"] == "short"]
+    long_ = [u for u in plan.units["truth"] if u.args["truth"] == "long"]
+    os.makedirs(os.path.dirname(plan.record_path(short[0])), exist_ok=True)
+    for u, wall in zip(short[:2], (2.0, 4.0)):      # two finished short units: 3 s each on average
+        with open(plan.record_path(u), "w") as fh:
+            json.dump({"key": u.key, "status": "done", "wall_s": wall}, fh)
+    with open(plan.record_path(long_[0]), "w") as fh:   # a long record of an earlier config
+        json.dump({"key": "stale", "status": "done", "wall_s": 100.0}, fh)
+    est = estimate(plan)["truth"]
+    assert est["by_truth"]["short"] == {"units": 6, "done": 2, "todo": 4, "estimate_s": 12.0, "per_unit_s": 3.0}
+    assert est["by_truth"]["long"]["todo"] == 12 and est["by_truth"]["long"]["estimate_s"] == 1200.0
+    assert est["estimate_s"] == 1212.0 and est["todo"] == 16
+    text = format_plan(plan)
+    assert "  short" in text and "  long" in text
