@@ -376,7 +376,7 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     _write_npz_atomic(entry.final, **merged)
     metadata = {
         "key": entry.key, "format": FORMAT_VERSION, "backbone": backbone.name,
-        "weights_fingerprint": entry.fingerprint,
+        "weights_fingerprint": entry.fingerprint, "forward_variant": getattr(backbone, "forward_variant", ""),
         "random_init": random_init, "seed": seed if random_init else None, "compute_dtype": backbone.dtype,
         "dataset": entry.description, "split": entry.description.get("split"), "preprocess": entry.preprocess,
         "num_examples": int(merged["labels"].shape[0]), "feature_dim": int(merged["features"].shape[1]),

@@ -200,3 +200,25 @@ def test_extract_from_mock_tfds(setup, tmp_path):
     np.testing.assert_allclose(got["features"], np.asarray(f), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(got["labels"], labels)
     assert got["num_classes"] == 8 and got["metadata"]["dataset"]["name"] == "colorectal_histology"
+
+
+def test_cli_extract_max_examples(setup, tmp_path, capsys):
+    """`--max-examples K`: a class-stratified subset of K images (seed --seed), its features those
+    of the full extraction's same rows; a bad K fails before any work."""
+    from jscore.cli import main
+
+    root, path, arrays, bb, variables, ds, out = setup
+    args = ["extract", "--backbone", "resnet8", "--num-source-classes", "5", "--image-size", str(SIDE),
+            "--data", path, "--split", "train", "--out", str(tmp_path), "--batch-size", "4", "--no-progress"]
+    assert main(args + ["--max-examples", "6"]) == 0
+    got = load_features(capsys.readouterr().out.split()[0])
+    full = load_features(out)
+    assert got["features"].shape[0] == 6 and len(np.unique(got["labels"])) == len(np.unique(full["labels"]))
+    from jscore.data import open_dataset
+    from jscore.data.subset import stratified_subset
+
+    chosen = stratified_subset(open_dataset(path, "train"), 6, seed=0).indices   # positions in the split
+    rows = [int(np.flatnonzero(full["indices"] == chosen[i])[0]) for i in got["indices"]]
+    np.testing.assert_allclose(got["features"], full["features"][rows], rtol=1e-5, atol=1e-6)
+    assert main(args + ["--max-examples", "0"]) == 2
+    assert "--max-examples must be >= 1" in capsys.readouterr().err

@@ -418,6 +418,18 @@ def _requant(graph: _Graph, op: _Op) -> Tuple[Any, bool]:
     return (int(k[0]) if k.size == 1 or np.all(k == k[0]) else k), away
 
 
+def _snap(codes):
+    """Weights in units of their quantisation step, snapped to the integer they sit on (the file's
+    weights, dequantised to float32, are within ~1e-6 of one). A fine-tuned weight that has moved
+    more than 1e-3 of a step keeps its fractional value, so training steps smaller than half a
+    step still change the forward (the sums are then rounded to integers, at most half a unit of
+    the accumulator, ~1e-3 of an output step)."""
+    import jax.numpy as jnp
+
+    nearest = jnp.round(codes)
+    return jnp.where(jnp.abs(codes - nearest) < 1e-3, nearest, codes)
+
+
 def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callable]:
     """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED between 8-bit grids, computed the way the
     integer kernel does, or None for any other op.
@@ -428,9 +440,10 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
     bias), which float32 holds exactly while every partial sum stays below 2^24 (wider sums are
     split into two exact ones and added in int32); the accumulator is then multiplied by `M =
     s_in s_w / s_out` in 32-bit fixed point and rounded twice like the kernel
-    (`tflite_quant.fixed_point_multiply`), and the fused activation clamps output codes. The weights are
-    re-read as codes (`round(w / s_w)`), so a fine-tuned kernel acts as its quantised self. The
-    gradient is the float forward's (a straight-through estimate, as `requantize` gives).
+    (`tflite_quant.fixed_point_multiply`), and the fused activation clamps output codes. The
+    weights are read in units of their step (`_snap`: the file's are integers; a fine-tuned
+    weight keeps its fractional part, so small training steps are not lost). The gradient is the
+    float forward's (a straight-through estimate, as `requantize` gives).
 
     Returns:
       `(layer_params, inputs) -> output on the output grid`, or None.
@@ -481,13 +494,13 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
 
     def exact(p, x):
         codes = jnp.round(x / s_in32)
-        kernel = {"kernel": jnp.round(p["kernel"] / w_scale), "bias": jnp.zeros_like(p["bias"])}
+        kernel = {"kernel": _snap(p["kernel"] / w_scale), "bias": jnp.zeros_like(p["bias"])}
         if split:
             hi_codes = jnp.floor(codes / 16)
-            acc = (linear_fn(kernel, [hi_codes]).astype(jnp.int32) * 16
-                   + linear_fn(kernel, [codes - 16 * hi_codes]).astype(jnp.int32))
+            acc = (jnp.round(linear_fn(kernel, [hi_codes])).astype(jnp.int32) * 16
+                   + jnp.round(linear_fn(kernel, [codes - 16 * hi_codes])).astype(jnp.int32))
         else:
-            acc = linear_fn(kernel, [codes]).astype(jnp.int32)
+            acc = jnp.round(linear_fn(kernel, [codes])).astype(jnp.int32)
         acc = acc + jnp.round(p["bias"] / acc_scale).astype(jnp.int32)
         q = jnp.clip(fixed_point_multiply(acc, q31, exponent, away), lo, hi)
         return q.astype(jnp.float32) * np.float32(s_out)

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from-pt", action="store_true", help="hf: convert a PyTorch checkpoint (needs torch)")
     parser.add_argument("--root", help="csv: folder that relative image paths start from (default: the CSV's)")
     parser.add_argument("--skip-bad", action="store_true", help="skip undecodable images (counted in the metadata)")
+    parser.add_argument("--max-examples", type=int,
+                        help="at most this many images, a class-stratified subset (NumPy seed --seed); "
+                             "e.g. to try a model on a few images")
     parser.add_argument("--overwrite", action="store_true", help="recompute even when stored features exist")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -46,6 +49,8 @@ def run(args) -> int:
     backbone_info(args.backbone)
     if args.batch_size < 1 or args.chunk_batches < 1:
         raise ValueError("--batch-size and --chunk-batches must be >= 1")
+    if args.max_examples is not None and args.max_examples < 1:
+        raise ValueError(f"--max-examples must be >= 1, got {args.max_examples}")
     if args.weights and not os.path.exists(args.weights):
         raise FileNotFoundError(f"weights not found: {args.weights!r}")
     from jscore.data import open_dataset
@@ -54,6 +59,10 @@ def run(args) -> int:
     if args.root and not args.data.startswith("csv:") and not args.data.endswith(".csv"):
         raise ValueError("--root applies to csv datasets only")
     dataset = open_dataset(args.data, args.split, **kw)
+    if args.max_examples is not None:
+        from jscore.data.subset import stratified_subset
+
+        dataset = stratified_subset(dataset, args.max_examples, seed=args.seed)
 
     import jax.numpy as jnp
 

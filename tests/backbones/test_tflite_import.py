@@ -204,6 +204,22 @@ def test_integer_accumulation_past_float32_integers():
     assert got.ravel().tolist() == [float(_int_requant(np.array([acc]), _m(s_in, s_w, s_out), False)[0])]
 
 
+def test_integer_forward_follows_fine_tuned_weights():
+    """The file's weights are read as exact codes, but a fine-tuned weight keeps its fraction: a
+    training step smaller than half a quantisation step still moves the output (it was lost when
+    every weight was rounded back to its code), while float32 noise on the file's weights is not
+    a step at all."""
+    data, _ = _quantised_graph(n_out=7)
+    apply_fn, params, _ = import_tflite(data, where="tiny.tflite")
+    x = (S_IN * (_pixels(4, 3) - Z_IN)).astype(np.float32)
+    base = np.asarray(apply_fn(params, x)[1])
+    scaled = {k: ({**v, "kernel": v["kernel"] * np.float32(1.003)} if k == "003_fully_connected" else v)
+              for k, v in params.items()}
+    assert not np.array_equal(np.asarray(apply_fn(scaled, x)[1]), base)      # 0.3%: < half a step, moves
+    noisy = {k: {n: a * np.float32(1 + 1e-7) for n, a in v.items()} for k, v in params.items()}
+    np.testing.assert_array_equal(np.asarray(apply_fn(noisy, x)[1]), base)   # round-off: same codes
+
+
 def test_integer_add_is_the_integer_kernel():
     """ADD of two uint8 tensors on different grids: the three fixed-point steps of the kernel
     (inputs shifted by 2^20 and scaled to 2 max(s_a, s_b), the sum requantised; rounding half
