@@ -110,10 +110,11 @@ def _write_json_atomic(path: str, obj: dict) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CacheEntry:
-    """Where one (backbone, weights, dtype, dataset split, preprocessing) key lives on disk.
+    """Where one (backbone, weights, dtype, forward, dataset split, preprocessing) key lives on disk.
 
     key: the sha256 of `cache_key`; stem: `<backbone>__<dataset>__<split>__<key[:12]>`; final,
-    meta, parts: the `.npz`, `.json` and `.parts/` paths under the cache folder.
+    meta, parts: the `.npz`, `.json` and `.parts/` paths under the cache folder;
+    forward_variant: the backbone's (`Backbone.forward_variant`).
     """
 
     key: str
@@ -124,6 +125,7 @@ class CacheEntry:
     fingerprint: str
     description: dict
     preprocess: dict
+    forward_variant: str = ""
 
 
 def cache_entry(backbone, variables, dataset, out_dir: str) -> CacheEntry:
@@ -133,12 +135,13 @@ def cache_entry(backbone, variables, dataset, out_dir: str) -> CacheEntry:
     fp = fingerprint(variables)
     description = dataset.describe()
     preset = dataclasses.asdict(backbone.preprocess)
-    key = cache_key(backbone.name, fp, backbone.dtype, description, preset, getattr(backbone, "forward_variant", ""))
+    variant = getattr(backbone, "forward_variant", "")
+    key = cache_key(backbone.name, fp, backbone.dtype, description, preset, variant)
     data_name = description.get("name") or os.path.splitext(os.path.basename(
         str(description.get("path", "data")).rstrip("/")))[0]
     stem = "__".join([_safe(backbone.name), _safe(data_name), _safe(str(description.get("split", ""))), key[:12]])
     final, meta, parts = (os.path.join(out_dir, stem + ext) for ext in (".npz", ".json", ".parts"))
-    return CacheEntry(key, stem, final, meta, parts, fp, description, preset)
+    return CacheEntry(key, stem, final, meta, parts, fp, description, preset, variant)
 
 
 def cached(entry: CacheEntry) -> Optional[str]:
@@ -376,7 +379,7 @@ def extract(backbone, dataset, out_dir: str, *, variables=None, seed: int = 0, b
     _write_npz_atomic(entry.final, **merged)
     metadata = {
         "key": entry.key, "format": FORMAT_VERSION, "backbone": backbone.name,
-        "weights_fingerprint": entry.fingerprint, "forward_variant": getattr(backbone, "forward_variant", ""),
+        "weights_fingerprint": entry.fingerprint, "forward_variant": entry.forward_variant,
         "random_init": random_init, "seed": seed if random_init else None, "compute_dtype": backbone.dtype,
         "dataset": entry.description, "split": entry.description.get("split"), "preprocess": entry.preprocess,
         "num_examples": int(merged["labels"].shape[0]), "feature_dim": int(merged["features"].shape[1]),

@@ -430,6 +430,39 @@ def _snap(codes):
     return jnp.where(jnp.abs(codes - nearest) < 1e-3, nearest, codes)
 
 
+def _code_range(activation: str, grid) -> Optional[Tuple[int, int]]:
+    """The output codes (relative to the zero point) an integer kernel clamps to: its grid's range
+    cut by the fused activation (RELU at 0, RELU6 at 6, RELU_N1_TO_1 at +-1, each as the nearest
+    code), or None for an activation the kernels do not fuse this way. `grid` from `_grid`."""
+    s_out, z_out, qmin, qmax = grid
+    lo, hi = qmin - z_out, qmax - z_out
+    if activation == "NONE":
+        return lo, hi
+    if activation not in ("RELU", "RELU6", "RELU_N1_TO_1"):
+        return None
+    lo = max(lo, 0 if activation != "RELU_N1_TO_1" else -int(np.round(1.0 / s_out)))
+    if activation != "RELU":
+        hi = min(hi, int(np.round((6.0 if activation == "RELU6" else 1.0) / s_out)))
+    return lo, hi
+
+
+def _with_float_gradient(exact: Callable, float_apply: Callable) -> Callable:
+    """`exact` as the forward, `float_apply`'s derivative as the gradient (a custom JVP): the
+    integer kernels' output with the float op's straight-through estimate. Both take the same
+    positional arrays."""
+    import jax
+
+    @jax.custom_jvp
+    def forward(*args):
+        return exact(*args)
+
+    @forward.defjvp
+    def _forward_jvp(primals, tangents):
+        return forward(*primals), jax.jvp(float_apply, primals, tangents)[1]
+
+    return forward
+
+
 def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callable]:
     """CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED between 8-bit grids, computed the way the
     integer kernel does, or None for any other op.
@@ -448,7 +481,6 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
     Returns:
       `(layer_params, inputs) -> output on the output grid`, or None.
     """
-    import jax
     import jax.numpy as jnp
 
     from jscore.backbones.tflite_quant import fixed_point_multiply, quantize_multiplier
@@ -459,7 +491,7 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
     gi, go, w = _grid(T[op.inputs[0]]), _grid(T[op.outputs[0]]), T[op.inputs[1]]
     if gi is None or go is None or not w.quantized:
         return None
-    s_in, (s_out, z_out, qmin, qmax) = np.float64(gi[0]), go
+    s_in, s_out = np.float64(gi[0]), go[0]
     s_w = w.scale.astype(np.float64).reshape(-1)
     s_w_safe = np.where(s_w == 0, 1.0, s_w)                      # an all-zero channel stays zero
     acc_scale = (s_in * s_w_safe).astype(np.float32)             # [C_out] or [1]: the bias's scale
@@ -472,14 +504,10 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
         product = s_in * s_w
     q31, exponent = np.array([quantize_multiplier(v) for v in product / np.float64(s_out)]).T
     away = _requant(graph, op)[1]
-    act = op.options.get("activation", "NONE")
-    lo, hi = qmin - z_out, qmax - z_out                       # output codes relative to z_out
-    if act in ("RELU", "RELU6", "RELU_N1_TO_1"):
-        lo = max(lo, 0 if act != "RELU_N1_TO_1" else -int(np.round(1.0 / s_out)))
-        if act != "RELU":
-            hi = min(hi, int(np.round((6.0 if act == "RELU6" else 1.0) / s_out)))
-    elif act != "NONE":
+    codes_range = _code_range(op.options.get("activation", "NONE"), go)
+    if codes_range is None:
         return None
+    lo, hi = codes_range
     linear_fn = _op_fn(graph, dataclasses.replace(op, options={**op.options, "activation": "NONE"}))
     s_in32 = np.float32(s_in)
     # float32 sums integers exactly below 2^24. Bound |acc| by the largest input code times the
@@ -505,14 +533,7 @@ def _integer_accumulation(graph: _Graph, op: _Op, float_fn: Callable) -> Optiona
         q = jnp.clip(fixed_point_multiply(acc, q31, exponent, away), lo, hi)
         return q.astype(jnp.float32) * np.float32(s_out)
 
-    @jax.custom_jvp
-    def forward(p, x):
-        return exact(p, x)
-
-    @forward.defjvp
-    def _forward_jvp(primals, tangents):
-        return forward(*primals), jax.jvp(lambda p, x: float_fn(p, [x]), primals, tangents)[1]
-
+    forward = _with_float_gradient(exact, lambda p, x: float_fn(p, [x]))
     return lambda p, xs: forward(p, xs[0])
 
 
@@ -525,7 +546,6 @@ def _integer_add(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callabl
     `fixed_point_multiply` steps whose roundings a float sum rounded once does not reproduce
     on a few elements in 10^5. Gradient: the float ADD's.
     """
-    import jax
     import jax.numpy as jnp
 
     from jscore.backbones.tflite_quant import fixed_point_multiply, quantize_multiplier
@@ -537,14 +557,12 @@ def _integer_add(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callabl
     if ga is None or gb is None or go is None:
         return None
     act = op.options.get("activation", "NONE")
-    s_out, z_out, qmin, qmax = go
-    lo, hi = qmin - z_out, qmax - z_out
-    if act in ("RELU", "RELU6"):
-        lo = max(lo, 0)
-        if act == "RELU6":
-            hi = min(hi, int(np.round(6.0 / s_out)))
-    elif act != "NONE":
+    # RELU_N1_TO_1 is not fused into ADD by the converters of these files: left to the float op.
+    codes_range = _code_range(act, go) if act != "RELU_N1_TO_1" else None
+    if codes_range is None:
         return None
+    lo, hi = codes_range
+    s_out = go[0]
     twice_max = 2 * max(np.float64(ga[0]), np.float64(gb[0]))
     mult_a, mult_b = (quantize_multiplier(np.float64(g[0]) / twice_max) for g in (ga, gb))
     mult_out = quantize_multiplier(twice_max / (2.0 ** 20 * np.float64(s_out)))
@@ -557,14 +575,7 @@ def _integer_add(graph: _Graph, op: _Op, float_fn: Callable) -> Optional[Callabl
         q = jnp.clip(fixed_point_multiply(total, *mult_out, away), lo, hi)
         return q.astype(jnp.float32) * np.float32(s_out)
 
-    @jax.custom_jvp
-    def forward(a, b):
-        return exact(a, b)
-
-    @forward.defjvp
-    def _forward_jvp(primals, tangents):
-        return forward(*primals), jax.jvp(lambda a, b: float_fn({}, [a, b]), primals, tangents)[1]
-
+    forward = _with_float_gradient(exact, lambda a, b: float_fn({}, [a, b]))
     return lambda p, xs: forward(xs[0], xs[1])
 
 
