@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="linear-probe fast path (with --mode probe): extract the backbone's features once "
                         "into DIR (or reuse them) and train the probe on them, without augmentation")
     g.add_argument("--no-augment", action="store_true", help="train on centre crops (no flips, crops, rotation, hue)")
+    g.add_argument("--head-init", choices=("random", "probe"), default="random",
+                   help="the new head's start: random (nn.Linear's) or probe (LP-FT: the L2 logistic regression "
+                        "on the frozen features, its strength chosen on val; full mode only)")
     g.add_argument("--image-size", type=int, help="model input side (default: the backbone's)")
     g.add_argument("--load-size", type=int, help="side of the stored squares the crops come from (default: the preset's resize size)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 weights")
@@ -144,7 +147,7 @@ def run(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         momentum=args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
         mode=args.mode, compute_dtype="bfloat16" if args.bf16 else "float32",
-        augment=not args.no_augment, seed=args.seed,
+        augment=not args.no_augment, seed=args.seed, head_init=args.head_init,
     )
     config.validate()
     dataset_name = args.dataset_name or args.data

@@ -26,12 +26,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jscore.backbones.base import Backbone
 from jscore.finetune import checkpoint as ckpt
+from jscore.finetune.head_init import fit_probe_head
 from jscore.finetune.metrics import accuracy, balanced_accuracy
 from jscore.finetune.train import (
     TrainConfig,
     TrainState,
     init_state,
     make_eval_step,
+    make_feature_step,
     make_optimizer,
     make_train_step,
 )
@@ -114,7 +116,9 @@ class _Runner:
         self.tx = make_optimizer(config, config.epochs * steps_per_epoch)
         step = make_train_step(backbone, variables, self.tx, config, num_classes, input_fn)
         evaluate = make_eval_step(backbone, variables, config, num_classes, input_fn)
+        features = make_feature_step(backbone, variables, config, input_fn)
         b, r = self.batch_sharding, self.replicated
+        self.features = jax.jit(features, in_shardings=(r, b), out_shardings=b)
         self.step = jax.jit(step, in_shardings=(r, b, b, b, r), out_shardings=(r, r), donate_argnums=0)
         self.evaluate = jax.jit(evaluate, in_shardings=(r, b, b, b), out_shardings=r)
 
@@ -136,6 +140,15 @@ def _batches(n: int, batch: int, order: np.ndarray):
     idx = np.concatenate([order, np.resize(order, pad)])
     w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     return idx.reshape(steps, batch), w.reshape(steps, batch)
+
+
+def split_features(runner: _Runner, state: TrainState, split: Split, batch_size: int) -> np.ndarray:
+    """-> float32 [N, D]: the backbone's frozen features of every example of `split`."""
+    n = len(split.labels)
+    idx, _ = _batches(n, batch_size, np.arange(n))
+    out = [np.asarray(jax.device_get(runner.features(state, runner.put(split.inputs[idx[i]]))))
+           for i in range(idx.shape[0])]
+    return np.concatenate(out)[:n]
 
 
 def evaluate_split(runner: _Runner, state: TrainState, split: Split, batch_size: int) -> dict:
@@ -224,6 +237,18 @@ def fit(
         if saved is not None and saved.get("last"):
             state = ckpt.restore_tree(os.path.join(run_dir, saved["last"]), state)
             prog = saved
+    if config.head_init == "probe" and prog["epochs_done"] == 0:
+        # LP-FT: the head starts at the logistic regression on the frozen features (a resumed run
+        # already carries its head in the restored state).
+        wall0 = time.perf_counter()
+        head, info = fit_probe_head(
+            split_features(runner, state, train, config.eval_batch_size), train.labels,
+            split_features(runner, state, val, config.eval_batch_size), val.labels, num_classes,
+        )
+        params = {**state.params, "head": jax.device_put(head, runner.replicated)}
+        state = state._replace(params=params)
+        prog["probe_head"] = info
+        prog["wall_time_s"] += time.perf_counter() - wall0
 
     for epoch in range(prog["epochs_done"], config.epochs):
         wall0 = time.perf_counter()
@@ -307,6 +332,8 @@ def fit(
         record[f"{name}_balanced_accuracy"] = m["balanced_accuracy"]
         record[f"{name}_accuracy"] = m["accuracy"]
         record[f"{name}_loss"] = m["loss"]
+    if "probe_head" in prog:
+        record.update({f"probe_head_{k}": v for k, v in prog["probe_head"].items()})
     record.update({
         "history": prog["history"],
         "steps": config.epochs * steps_per_epoch,

@@ -30,6 +30,8 @@ def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images"
     """A readable, deterministic id: `<model>__<dataset>__<mode>_s<seed>_lr<..>_wd<..>_<hash>`;
     the hash covers every field of the config, so changing any number makes a new run."""
     cfg = dataclasses.asdict(config)
+    if cfg["head_init"] == "random":
+        cfg.pop("head_init")  # the default before LP-FT existed: earlier runs keep their ids
     key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = lambda s: re.sub(r"[^A-Za-z0-9.\-]+", "-", s).strip("-")[:60]  # noqa: E731

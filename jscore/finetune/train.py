@@ -40,10 +40,17 @@ class TrainConfig:
     augment: bool = True
     augment_config: AugmentConfig = AugmentConfig()
     seed: int = 0
+    # "random": PyTorch's nn.Linear initialisation; "probe": LP-FT (full mode only), the head
+    # starts at the logistic regression on the frozen features (`jscore.finetune.head_init`).
+    head_init: str = "random"
 
     def validate(self) -> None:
         if self.mode not in ("full", "probe"):
             raise ValueError(f"mode must be 'full' or 'probe', got {self.mode!r}")
+        if self.head_init not in ("random", "probe"):
+            raise ValueError(f"head_init must be 'random' or 'probe', got {self.head_init!r}")
+        if self.head_init == "probe" and self.mode != "full":
+            raise ValueError("head_init='probe' (LP-FT) applies to full fine-tuning; a probe already trains only the head")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         if not self.learning_rate > 0:
@@ -228,6 +235,22 @@ def make_eval_step(backbone: Backbone, like_variables, config: TrainConfig, num_
         }
 
     return evaluate
+
+
+def make_feature_step(backbone: Backbone, like_variables, config: TrainConfig, input_fn: Callable):
+    """-> `features(state, images) -> float32 [B, D]`, pure: the backbone's penultimate features
+    of the evaluation view (no augmentation, inference mode), e.g. for the LP-FT starting head."""
+    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
+
+    def features(state: TrainState, images):
+        x = input_fn(images, None, train=False)
+        bb_params = state.params["backbone"]
+        if dtype != jnp.float32:
+            bb_params, x = _cast(bb_params, dtype), x.astype(dtype)
+        out, _, _ = backbone.apply(join_variables(bb_params, state.model_state, like_variables), x, train=False, rng=None)
+        return out.astype(jnp.float32)
+
+    return features
 
 
 def image_input_fn(preprocess, image_size: int, augment: bool, augment_config: AugmentConfig = AugmentConfig()):

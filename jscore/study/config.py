@@ -71,6 +71,7 @@ class GroundTruth:
     select_by: str = "val_balanced_accuracy"
     truth: str = "balanced_accuracy"
     augment: bool = True  # finetune only
+    head_init: str = "random"  # finetune only: "probe" starts the head at the linear probe (LP-FT)
 
     def covers(self, dataset: str) -> bool:
         return not self.datasets or dataset in self.datasets
@@ -79,6 +80,8 @@ class GroundTruth:
         if self.recipe == "none":
             return "none"
         what = "linear probe on cached features" if self.recipe == "probe" else "full fine-tuning"
+        if self.head_init == "probe":
+            what += " from the linear probe's head (LP-FT)"
         return (f"{what}, search {self.search} (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd "
                 f"{self.wd_range[0]:g}..{self.wd_range[1]:g}), {self.epochs} epochs, batch {self.batch_size}, "
                 f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}"
@@ -291,6 +294,10 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
         gt = dataclasses.replace(gt, name=gt.recipe)
     if gt.recipe not in RECIPES:
         raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
+    if gt.head_init not in ("random", "probe"):
+        raise ValueError(f"{w}: head_init must be 'random' or 'probe', got {gt.head_init!r}")
+    if gt.head_init == "probe" and gt.recipe != "finetune":
+        raise ValueError(f"{w}: head_init = 'probe' (LP-FT) applies to recipe = 'finetune' only")
     if gt.truth not in TRUTHS:
         raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
     if gt.select_by not in SELECT_BY:

@@ -201,6 +201,8 @@ def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, un
     points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
     recipe = {k: v for k, v in dataclasses.asdict(gt).items()
               if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")}
+    if recipe["head_init"] == "random":
+        recipe.pop("head_init")  # the default before LP-FT existed: earlier records keep their keys
     if gt.recipe == "probe":
         inputs = {role: extract_of[(d.name, b.name, spec, split)].key
                   for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),

@@ -139,7 +139,7 @@ def _train_config(ctx: Context, a: dict):
     gt = _truth_of(ctx, a)
     return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
                        batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
-                       augment=gt.augment, seed=a["seed"])
+                       augment=gt.augment, seed=a["seed"], head_init=gt.head_init)
 
 
 def run_truth(ctx: Context, unit: Unit) -> dict:
