@@ -87,8 +87,10 @@ def fit_probe_head(
 
     mean = xf.mean(0)
     std = xf.std(0)
-    # A feature constant on the training split carries nothing: scale 1, and its weight stays 0.
-    std = np.where(std > 1e-6 * max(float(std.max()), 1e-30), std, 1.0).astype(np.float32)
+    # A feature constant on the training split (its spread at float32 round-off of its own mean:
+    # features of a backbone differ in scale by orders of magnitude, so not relative to the
+    # others) carries nothing: scale 1, and its weight stays near 0.
+    std = np.where(std > np.maximum(8 * np.finfo(np.float32).eps * np.abs(mean), 1e-30), std, 1.0).astype(np.float32)
     z = jnp.asarray((xf - mean) / std)
     zv = jnp.asarray((xv - mean) / std)
     fit_all = jax.jit(jax.vmap(_fit_one, in_axes=(None, None, None, 0, None)), static_argnums=(2, 4))

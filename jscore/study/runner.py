@@ -142,6 +142,28 @@ def _train_config(ctx: Context, a: dict):
                        augment=gt.augment, seed=a["seed"], head_init=gt.head_init)
 
 
+def run_dir_for(out: str, unit: Unit) -> str:
+    """The checkpoint folder of a fine-tuning unit, `<out>/runs/<unit id>`, holding its key: a
+    folder left by a unit of the same id but another key (a changed recipe or code version) is
+    emptied first, so a run never resumes from another configuration's checkpoint."""
+    import shutil
+
+    run_dir = os.path.join(out, "runs", unit.id)
+    key_file = os.path.join(run_dir, "unit_key")
+    if os.path.isdir(run_dir):
+        try:
+            with open(key_file) as f:
+                same = f.read().strip() == unit.key
+        except OSError:
+            same = False
+        if not same:
+            shutil.rmtree(run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(key_file, "w") as f:
+        f.write(unit.key)
+    return run_dir
+
+
 def run_truth(ctx: Context, unit: Unit) -> dict:
     import jax
 
@@ -184,7 +206,7 @@ def run_truth(ctx: Context, unit: Unit) -> dict:
         train, val = loaded.pop("train"), loaded.pop("val")
         tests = {"test": loaded.pop("test"), **loaded}
         # Checkpoints (resume inside a run) only in a single process: each process trains its own units.
-        run_dir = os.path.join(ctx.cfg.out, "runs", unit.id) if jax.process_count() == 1 else None
+        run_dir = run_dir_for(ctx.cfg.out, unit) if jax.process_count() == 1 else None
         try:
             result = fit(bb, variables, train, val, tests, num_classes, config,
                          image_input_fn(bb.preprocess, size, config.augment, config.augment_config),
