@@ -168,9 +168,23 @@ def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0,
         xent = jnp.sum(onehot * (jax.nn.logsumexp(logits, axis=1, keepdims=True) - jnp.where(onehot > 0, logits, 0)))
         return xent / n + 0.5 * jnp.sum(theta[:d] ** 2) / reg
 
+    # Preconditioning (same minimiser, far fewer steps): with the prior only 1/(lambda n) the
+    # problem is as ill-conditioned as the features' second moments, and L-BFGS from the
+    # identity crawled for ~1000 steps at D = 2048. It runs instead in v with theta = P v,
+    # P = M^{-1/2} for M = [x, 1]^T [x, 1] / (C n) + the prior's curvature: the softmax Hessian at
+    # theta = 0 (p = 1/C) plus the prior. Any invertible P leaves the optimum unchanged, so
+    # M's small eigenvalues are floored where float32 cannot resolve them.
+    xt = jnp.concatenate([x, ls.weights[:, None]], axis=1)  # [N, D + 1], 0 on masked rows
+    prior_curv = jnp.concatenate([jnp.full((d,), 1 / reg, dtype), jnp.zeros((1,), dtype)])
+    m = mm(xt.T, xt) / (n * present.sum()) + jnp.diag(prior_curv)
+    evals, evecs = jnp.linalg.eigh(m)
+    evals = jnp.maximum(evals, (d + 1) * jnp.finfo(dtype).eps * jnp.max(evals))
+    precond = evecs * jax.lax.rsqrt(evals)[None, :]  # [D + 1, D + 1]
+
     theta0 = jnp.zeros((d + 1, onehot.shape[1]), dtype)
-    res = minimize_lbfgs(loss, theta0, max_iters=max_iters, tol=tol)
-    probs = jax.nn.softmax(logits_of(res.x), axis=1)
+    res = minimize_lbfgs(lambda v: loss(mm(precond, v)), theta0, max_iters=max_iters, tol=tol)
+    theta = mm(precond, res.x)
+    probs = jax.nn.softmax(logits_of(theta), axis=1)
     curv = probs * (1 - probs) * ls.weights[:, None]  # [N, C]
     valid = fmask[:, None] & present[None, :]
     h_w = jnp.sum(jnp.where(valid, mm((x**2).T, curv) + 1 / reg, 0))
@@ -216,7 +230,10 @@ def pactran(features, labels, *, num_classes: int, sample_mask=None, feature_mas
 
     Differences from the reference code: the fit starts from zero instead of N(0, 0.03^2) and
     runs to convergence instead of at most 100 L-BFGS-B steps (the bound is defined at the
-    optimum, which is unique); C counts the present classes.
+    optimum, which is unique); C counts the present classes. L-BFGS runs on a preconditioned
+    variable (theta = M^{-1/2} v, M the [x, 1] second moments / C plus the prior's curvature:
+    one (D+1)^2 N product and one eigendecomposition), which leaves the optimum unchanged and
+    converges in tens of steps where the plain problem took ~1000 at D = 2048.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                        feature_mask=feature_mask, spectrum=False, equilibrate=False)
