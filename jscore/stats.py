@@ -145,7 +145,7 @@ def nan_if_nonfinite(x, valid):
 
 def feature_stats(features, labels, *, num_classes: int, sample_mask=None, feature_mask=None,
                   rcond: float | None = None, spectrum: bool = True,
-                  equilibrate: bool = True) -> FeatureStats:
+                  equilibrate: bool = True, remeasure: bool = True) -> FeatureStats:
     """Centre, decompose and project once. features [N, D] float, labels [N] int.
 
     Global scale: the features are divided by a power of two near their largest column's standard
@@ -159,6 +159,10 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
       rcond: relative eigenvalue cut-off of the numerical rank (default `default_rcond`).
       spectrum: compute the decomposition of Xc (static; LogME, GBC, N-LEEP, regularised H-score).
       equilibrate: compute the decomposition of the column-equilibrated Xc (static; H-score).
+      remeasure: on the scatter path (N > D), re-measure every eigenvalue from the data (one more
+        N x D x D product; static). Off, the eigenvalues are the float32 Gram's, whose errors are
+        ~eps times the largest: right for scores that read only the leading directions (NCTI's
+        top-64 PCA), wrong for the weak directions the others need.
     """
     x, dtype = _matrix_for_labels("features", features, labels)
     n_rows, n_cols = x.shape
@@ -214,10 +218,13 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
             # eigenvalue errs by ~eps * the largest, the data-side measure by ~eps^2 * the largest
             # plus eps times its own size, so weak directions (a few massive activations beside
             # them) keep their eigenvalue. The rank decision uses the same relative cut-off.
-            lam = jnp.sum(mm(xg, v) ** 2, axis=0)
-            order = jnp.argsort(-lam)
-            lam, v = lam[order], v[:, order]
-            kept = rank_mask(lam, rcond**2)
+            if remeasure:
+                lam = jnp.sum(mm(xg, v) ** 2, axis=0)
+                order = jnp.argsort(-lam)
+                lam, v = lam[order], v[:, order]
+                kept = rank_mask(lam, rcond**2)
+            else:
+                kept = rank_mask(lam, rcond)
             class_proj = jnp.where(kept, mm(class_dev, v), 0)
             mean_proj = mm(mean_g, v)  # the basis is complete: nothing of mu is left outside
             mean_null_sq = jnp.zeros((), dtype)

@@ -134,7 +134,7 @@ def ncti_terms(features, labels, *, num_classes: int, sample_mask=None, feature_
     (min(64, D, n)); C is `num_classes`.
     """
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask, equilibrate=False)
+                       feature_mask=feature_mask, equilibrate=False, remeasure=False)
     return ncti_terms_from_stats(fs, dims=dims, variance_dims=variance_dims, svd_divisor=svd_divisor)
 
 
