@@ -113,9 +113,11 @@ _NCTI_PAPER = ("Wang et al., How Far Pre-trained Models Are from Neural Collapse
 _NCTI_HP = {"dims": 64, "variance_dims": 32, "svd_divisor": "n-C"}
 REGISTRY.update({
     "sfda": ScoreSpec("sfda", sfda, "features", (0.0, 1.0), _SFDA_PAPER,
-                      {"shrinkage": None, "power_iters": 3}, 1),
+                      {"shrinkage": None, "power_iters": 3}, 1,
+                      version=2),  # 2: float32 within-class eigenvalues re-measured (docs/scorers.md)
     "pactran": ScoreSpec("pactran", pactran, "features", (None, None), _PACTRAN_PAPER,
-                         {"lda": 1.0, "s2_factor": 10.0, "max_iters": 1000, "tol": 1e-6}, 1),
+                         {"lda": 1.0, "s2_factor": 10.0, "max_iters": 1000, "tol": 1e-6}, 1,
+                         version=2),  # 2: preconditioned L-BFGS, converged in float32 (docs/scorers.md)
     "pac_dirichlet": ScoreSpec("pac_dirichlet", pac_dirichlet, "source", (None, None), _PACTRAN_PAPER,
                                {"alpha": 1.0, "iters": 10}, 1),
     "pac_gamma": ScoreSpec("pac_gamma", pac_gamma, "source", (None, None), _PACTRAN_PAPER,

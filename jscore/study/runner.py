@@ -109,6 +109,37 @@ def run_extract(ctx: Context, unit: Unit) -> dict:
             "num_params": count_params(variables), "skipped": len(meta.get("skipped", []))}
 
 
+def reusable_scores(path: str, deps: dict, names: list):
+    """(kept, todo): the values of a score unit's earlier record (at `path`, any key) that still
+    hold, and the names to compute. A value holds when the record is done, was computed from the
+    same features with the same options and seed, and its score (and every component of a combined
+    score) has the same implementation version. No usable record: ({}, names)."""
+    from jscore.scorers import REGISTRY
+
+    try:
+        with open(path) as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError):
+        return {}, list(names)
+    old = rec.get("deps", {})
+    values = (rec.get("result") or {}).get("scores") or {}
+    same_inputs = all(old.get(k) == deps.get(k) for k in ("features", "options", "seed"))
+    if rec.get("status") != "done" or not same_inputs:
+        return {}, list(names)
+    before, now = old.get("versions", {}), deps.get("versions", {})
+
+    def unchanged(n):
+        spec = REGISTRY.get(n)
+        parts = [n] + list(getattr(spec, "components", None) or ())
+        return all(before.get(p, 1) == now.get(p, 1) for p in parts)
+
+    listed = set(old.get("scores", []))
+    kept = {n: values[n] for n in names if n in listed and n in values and unchanged(n)}
+    # Unchanged scores the record listed but has no value for were left out by `score` (too few
+    # samples for them): they stay out. Scores it did not list are new: computed.
+    return kept, [n for n in names if n not in listed or not unchanged(n)]
+
+
 def run_score(ctx: Context, unit: Unit) -> dict:
     from jscore.api import score
     from jscore.features import load_features
@@ -117,6 +148,16 @@ def run_score(ctx: Context, unit: Unit) -> dict:
     f = load_features(ctx.features_path(a["features"]))
     source = f.get("source_probs")
     names = list(a["scores"])
+    kept, todo = reusable_scores(ctx.plan.record_path(unit), unit.deps, names)
+    if kept and todo:
+        # Only some scores changed version: the rest keep their recorded values (same features,
+        # options, seed and implementation), the changed ones are computed.
+        values = score(f["features"], f["labels"], source_probs=source, scores=todo,
+                       num_classes=f["num_classes"], seed=ctx.cfg.seed, **ctx.cfg.score_options)
+        values = {**kept, **{n: values[n] for n in todo if n in values}}
+        values = {n: values[n] for n in names if n in values}
+        return {"scores": values, "num_examples": int(len(f["labels"])), "num_classes": int(f["num_classes"]),
+                "reused": sorted(kept)}
     if "all" in ctx.cfg.scores:
         # "all" lets `score` choose: the source scores only with a head (known once the features
         # are read, e.g. for hf: ids), and none that this sample is too small for (a warning says which).

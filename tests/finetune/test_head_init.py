@@ -14,9 +14,10 @@ from jscore.finetune.train import TrainConfig, image_input_fn
 
 
 def _oracle(x, y, c, l2):
-    """float64: standardise x, minimise mean CE + l2/2 ||W||^2 with SciPy's L-BFGS, return the
-    logits of any raw features via the standardisation."""
-    mean, std = x.mean(0), x.std(0)
+    """float64: centre x and divide it by its RMS (one scalar), minimise mean CE + l2/2 ||W||^2
+    with SciPy's L-BFGS, return the logits of any raw features through the same map."""
+    mean = x.mean(0)
+    std = np.sqrt(np.mean((x - mean) ** 2))
     z = (x - mean) / std
     n, d = z.shape
     onehot = np.eye(c)[y]
@@ -87,9 +88,11 @@ def test_tiny_symmetric_case_by_hand():
     assert np.allclose(k[1], 0.0, atol=1e-6)
     # Logit difference at x = 0 is 0 (the bias folds in the constant feature's mean with weight 0).
     assert abs((b[1] - b[0]) + 7.0 * (k[1, 1] - k[1, 0])) < 1e-4
-    # By symmetry the optimum is w = (-m/2, m/2) with margin m and bias margin 0, so the objective
-    # is log(1 + exp(-m)) + l2 m^2 / 4, stationary where l2 m / 2 = sigmoid(-m).
-    assert 0.1 * margin / 2 == pytest.approx(1.0 / (1.0 + np.exp(margin)), rel=1e-3)
+    # The fit sees z = (x - mean) / s with s the RMS of the centred entries, s^2 = (1 + 0) / 2. By
+    # symmetry its optimum is w_z = (-m/2, m/2) with bias margin 0: objective
+    # log(1 + exp(-m / s)) + l2 m^2 / 4, stationary where l2 m / 2 = sigmoid(-m / s) / s; the raw
+    # margin is M = m / s, so l2 M s^2 / 2 = sigmoid(-M).
+    assert 0.1 * margin * 0.5 / 2 == pytest.approx(1.0 / (1.0 + np.exp(margin)), rel=1e-3)
 
 
 def test_bad_input_is_a_clear_error():
