@@ -75,8 +75,13 @@ def run(args) -> int:
     out = args.out or ("jscore-demo" if args.demo else None)
     cfg = load_config(path, out=out, models_dir=args.models_dir)
     plan = make_plan(cfg)
+    from jscore.study.plan import restrict
+
+    part = plan
+    if args.datasets or args.truths:
+        part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths))
     if args.dry_run:
-        print(format_plan(plan))
+        print(format_plan(part))  # what this command would run: --datasets / --truths apply
         return 0
     if args.distributed:
         import jax
@@ -94,12 +99,8 @@ def run(args) -> int:
         if unknown or not stages:
             raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
         stages = tuple(x for x in STAGES if x in stages)  # always in plan order
-    from jscore.study.plan import restrict
     from jscore.study.runner import check_data
 
-    part = plan
-    if args.datasets or args.truths:
-        part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths))
     check_data(part, stages)  # a missing dataset fails here, before any work, unless its units are all done
     t0 = time.perf_counter()
     first = jax.process_index() == 0

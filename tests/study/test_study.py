@@ -118,6 +118,21 @@ def test_dry_run(tiny, capsys):
     assert "estimated time left" in text
 
 
+def test_dry_run_applies_datasets_and_truths(tiny, capsys):
+    """--dry-run shows what the command would run: an unknown dataset is an error there too, and
+    --datasets / --truths cut the plan as a real run does (the evaluation needs every unit)."""
+    root, data, cfg, out = tiny
+    assert main(["study", cfg, "--dry-run", "--datasets", "nope"]) != 0
+    assert "--datasets: ['nope'] not in the study" in capsys.readouterr().err
+    from jscore.study import load_config
+
+    name = load_config(cfg).datasets[0].name
+    assert main(["study", cfg, "--dry-run", "--datasets", name]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] in (["extract"], ["truth"], ["evaluate"])}
+    assert rows["extract"][:3] == ["6", "6", "0"] and "evaluate" not in rows
+
+
 @pytest.mark.parametrize("edit, message", [
     ("bogus = 1\n", "unknown key(s) ['bogus']"),
     ("backbones = [\"resnet8\", \"notanet\"]\n", "unknown backbone 'notanet'"),
