@@ -92,6 +92,9 @@ def run(args) -> int:
         raise ValueError("--devices and --distributed do not combine: a multi-host run uses every device")
     if args.features_cache and args.mode != "probe":
         raise ValueError("--features-cache is the linear-probe fast path: use it with --mode probe")
+    if args.head_init == "probe" and args.mode != "full":
+        # Checked before any image is read or feature extracted.
+        raise ValueError("--head-init probe (LP-FT) applies to --mode full: a probe already trains only the head")
 
     import jax
 

@@ -81,7 +81,12 @@ def run(args) -> int:
     if args.datasets or args.truths:
         part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths))
     if args.dry_run:
-        print(format_plan(part))  # what this command would run: --datasets / --truths apply
+        text = format_plan(part)  # what this command would run: --datasets / --truths apply
+        if part is not plan:
+            text += (f"\n(restricted to datasets {_names(args.datasets) or 'all'} and ground truths "
+                     f"{_names(args.truths) or 'all'}: the counts above are of those units only; the "
+                     "evaluation runs when every unit of the study is done)")
+        print(text)
         return 0
     if args.distributed:
         import jax

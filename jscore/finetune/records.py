@@ -11,6 +11,7 @@ import json
 import math
 import os
 import platform
+import warnings
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
@@ -119,6 +120,11 @@ def _better(a: dict, b: Optional[dict], select_by: str) -> bool:
     return a["val_loss"] < b["val_loss"]
 
 
+# What makes two runs of one (dataset, model) different recipes rather than points of one search
+# (records written before `head_init` existed started from a random head).
+_RECIPE_FIELDS = (("mode", None), ("head_init", "random"), ("epochs", None), ("augment", None), ("batch_size", None))
+
+
 def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accuracy") -> List[dict]:
     """One row per (dataset, model): the finished run with the best validation score.
 
@@ -131,8 +137,10 @@ def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accurac
         raise ValueError(f"select_by must be one of {SELECT_BY}, got {select_by!r}")
     best: Dict[tuple, dict] = {}
     counts: Dict[tuple, List[int]] = {}
+    recipes: Dict[tuple, set] = {}
     for r in records:
         key = (r["dataset"], r["model"])
+        recipes.setdefault(key, set()).add(tuple((f, str(r.get(f, default))) for f, default in _RECIPE_FIELDS))
         c = counts.setdefault(key, [0, 0])
         if r.get("status") != "done":
             c[1] += 1
@@ -142,6 +150,11 @@ def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accurac
             continue
         if _better(r, best.get(key), select_by):
             best[key] = r
+    mixed = sorted(k for k, v in recipes.items() if len(v) > 1)
+    if mixed:
+        warnings.warn(f"runs of {len(mixed)} (dataset, model) pair(s), e.g. {mixed[0]}, differ in their recipe "
+                      f"({', '.join(f for f, _ in _RECIPE_FIELDS)}): the ground truth picks the best of them "
+                      "by validation; keep one recipe per output folder to compare backbones fairly", stacklevel=2)
     rows = []
     for key in sorted(counts):
         r = best.get(key)

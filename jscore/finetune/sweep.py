@@ -137,6 +137,7 @@ def sweep(
             "epochs": config.epochs,
             "compute_dtype": config.compute_dtype,
             "augment": config.augment,
+            "head_init": config.head_init,
             "versions": versions,
         }
         t0 = time.time()

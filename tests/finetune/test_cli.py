@@ -57,6 +57,7 @@ def test_cli_sweep_writes_records_and_ground_truth(npz, tmp_path, capsys):
     (["--train-split", "badtrain"], "val split has classes absent from training"),
     (["--search", "sobol:3"], "bad search spec"),
     (["--extra-test", "test=npz:x.npz"], "reserved"),
+    (["--mode", "probe", "--head-init", "probe"], "--head-init probe (LP-FT) applies to --mode full"),
 ])
 def test_cli_bad_input_is_one_clear_error(npz, tmp_path, capsys, extra, message):
     argv = ["finetune", "--backbone", "resnet8_w4", "--data", f"npz:{npz}", "--image-size", "12",
@@ -64,6 +65,7 @@ def test_cli_bad_input_is_one_clear_error(npz, tmp_path, capsys, extra, message)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not list(tmp_path.glob("**/*.npz"))  # refused before any feature is extracted
 
 
 def test_cli_probe_fast_path_on_cached_features(npz, tmp_path):

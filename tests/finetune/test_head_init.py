@@ -145,3 +145,22 @@ def test_study_run_folder_of_another_key_is_emptied(tmp_path):
     changed = Unit("truth", unit.id, "b" * 64, {}, {})
     assert run_dir_for(str(tmp_path), changed) == d
     assert not (tmp_path / "runs" / unit.id / "progress.json").exists()  # another key: fresh start
+
+
+def test_ground_truth_warns_when_recipes_mix():
+    """One output folder with LP-FT and random-head runs of the same (dataset, model): the best by
+    validation is picked among different recipes, which a user should hear about."""
+    from jscore.finetune.records import ground_truth
+
+    base = {"dataset": "d", "model": "m", "status": "done", "mode": "full", "epochs": 3, "augment": False,
+            "batch_size": 32, "test_balanced_accuracy": 0.7, "test_accuracy": 0.8, "val_balanced_accuracy": 0.7,
+            "val_loss": 0.5, "learning_rate": 1e-3, "weight_decay": 1e-5, "best_epoch": 1, "run_id": "a"}
+    same = [dict(base), dict(base, learning_rate=1e-4, run_id="b")]
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        assert len(ground_truth(same)) == 1  # points of one search: no warning
+    mixed = [dict(base, head_init="probe"), dict(base, run_id="b")]  # the second predates head_init: random
+    with pytest.warns(UserWarning, match="differ in their recipe"):
+        ground_truth(mixed)
