@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscore._lbfgs import minimize_lbfgs
-from jscore.finetune.metrics import balanced_accuracy
+from jscore.finetune.metrics import balanced_accuracy, confusion_matrix
 
 # Per-example L2 strengths tried (the penalty is l2 / 2 * ||W||^2 added to the mean cross-entropy,
 # W acting on the features divided by their RMS).
@@ -102,11 +102,9 @@ def fit_probe_head(
     logits = jnp.einsum("md,gdc->gmc", zv, ws, precision=jax.lax.Precision.HIGHEST) + bs[:, None, :]
     logp = np.asarray(jax.nn.log_softmax(logits, axis=-1), np.float64)
     losses = -logp[:, np.arange(len(yv)), yv].mean(1)
-    accs = []
-    for g in range(len(l2_grid)):
-        conf = np.zeros((num_classes, num_classes))
-        np.add.at(conf, (yv, logp[g].argmax(1)), 1.0)
-        accs.append(balanced_accuracy(conf))
+    ones = jnp.ones((len(yv),), jnp.float32)
+    confs = jax.vmap(lambda pred: confusion_matrix(jnp.asarray(yv), pred, ones, num_classes))(jnp.asarray(logp.argmax(2)))
+    accs = [balanced_accuracy(c) for c in np.asarray(confs)]
     best = min(range(len(l2_grid)), key=lambda g: (-accs[g], losses[g]))
     w = np.asarray(ws[best], np.float64) / float(scale)
     b = np.asarray(bs[best], np.float64) - mean.astype(np.float64) @ w
