@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 from jax.scipy.special import logsumexp
@@ -69,28 +70,6 @@ def _log_gaussians(x, means, covariances, dim_mask):
     return -0.5 * (d_eff * math.log(2 * math.pi) + log_det[:, None] + mahalanobis).T
 
 
-def _m_step(x, resp, means, dim_mask, reg_covar):
-    """Weights [K], covariances [K, d, d] from responsibilities [N, K] (rows of masked samples 0),
-    around `means` [K, d]; masked dimensions get unit variance so they are neutral."""
-    nk = resp.sum(0) + 10 * eps(x.dtype)  # as scikit-learn: no empty component divides by 0
-
-    def one(args):
-        r_k, mu_k = args
-        diff = (x - mu_k[None, :]) * dim_mask  # centred per component: no cancellation
-        return mm((diff * r_k[:, None]).T, diff)
-
-    cov = lax.map(one, (resp.T, means), batch_size=component_batch(means.shape[0])) / nk[:, None, None]
-    d = x.shape[1]
-    valid = jnp.outer(dim_mask, dim_mask)
-    cov = cov * valid + jnp.eye(d, dtype=x.dtype) * (reg_covar * dim_mask + (1 - dim_mask))
-    return nk / nk.sum(), cov
-
-
-def _means(x, resp):
-    nk = resp.sum(0) + 10 * eps(x.dtype)
-    return mm(resp.T, x) / nk[:, None]
-
-
 def _e_step(x, weights, means, covariances, dim_mask, sample_w):
     """(mean log-likelihood, log responsibilities [N, K])."""
     lp = _log_gaussians(x, means, covariances, dim_mask) + jnp.log(weights)[None, :]
@@ -105,6 +84,99 @@ def gmm_log_posteriors(gmm: Gmm, x, *, dim_mask=None):
     return _e_step(x * dm, gmm.weights, gmm.means, gmm.covariances, dm, jnp.ones(x.shape[:1], x.dtype))[1]
 
 
+# The second moments x x^T of every sample, packed (upper triangle), are precomputed once when
+# they fit in this many bytes; above it each EM pass forms them block by block (slower: the
+# gather that packs them costs about twice the two GEMMs it feeds).
+MOMENTS_BYTES = 1 << 29  # 512 MiB: N = 80,000 at d = 56 in float32
+MOMENTS_BLOCK_BYTES = 1 << 25  # 32 MiB per block on the blocked path
+
+
+def _packed_index(d: int):
+    """Static (rows, cols, [d, d] position of (i, j) in the packed upper triangle)."""
+    iu, ju = np.triu_indices(d)
+    pos = np.zeros((d, d), np.int32)
+    pos[iu, ju] = np.arange(iu.size)
+    pos[ju, iu] = np.arange(iu.size)
+    return iu, ju, pos
+
+
+def _packed_moments(x, iu, ju):
+    """[n, d(d+1)/2] products x_i x_j over the upper triangle (i <= j)."""
+    return x[:, iu] * x[:, ju]
+
+
+def _moment_sums(x, moments, w, weights, means, covariances, dim_mask, index):
+    """One EM pass in moment form: the E-step under (weights, means, covariances) and the sums
+    the M-step needs, without a per-component [N, d] residual.
+
+    The Mahalanobis distance (x - mu)^T P (x - mu) = <x x^T, P> - 2 (P mu)^T x + mu^T P mu is a
+    GEMM of the packed second moments [N, d(d+1)/2] against the packed precisions
+    [d(d+1)/2, K]; the M-step's scatter sum_n r_nk x_n x_n^T is a GEMM of the responsibilities
+    against the same moments. Two GEMMs with long inner dimensions replace 2 K thin ones
+    (round-off: `fit_gmm`).
+
+    Returns (sum_n w_n log p(x_n), N_k [K], sum r x [K, d], sum r x x^T packed [K, P]).
+    """
+    iu, ju, _ = index
+    d = x.shape[1]
+    chol = jnp.linalg.cholesky(covariances)  # [K, d, d]
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=x.dtype), chol.shape)
+    inv = jax.vmap(lambda l, i: solve_triangular(l, i, lower=True))(chol, eye)  # L^{-1}
+    prec = einsum("kji,kjl->kil", inv, inv)  # Sigma^{-1} = L^{-T} L^{-1}
+    prec_mean = einsum("kij,kj->ki", prec, means)  # [K, d]
+    quad_mean = jnp.sum(prec_mean * means, axis=1)  # [K]
+    # [P, K] gathered from a [d, d, K] copy: laid out for the GEMM as it is (a transposed
+    # operand made XLA:CPU's GEMM 2x slower here).
+    off_diagonal_twice = jnp.where(iu == ju, 1.0, 2.0).astype(x.dtype)[:, None]
+    packed_prec = jnp.transpose(prec, (1, 2, 0))[iu, ju] * off_diagonal_twice
+    log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    const = dim_mask.sum() * math.log(2 * math.pi) + log_det - 2 * jnp.log(weights)  # [K]
+
+    def block(xb, mb, wb):
+        maha = mm(mb, packed_prec) - 2 * mm(xb, prec_mean.T) + quad_mean[None, :]
+        lp = -0.5 * (jnp.maximum(maha, 0) + const[None, :])
+        log_norm = logsumexp(lp, axis=1)
+        resp = jnp.exp(lp - log_norm[:, None]) * wb[:, None]
+        return jnp.sum(wb * log_norm), resp.sum(0), mm(resp.T, xb), mm(resp.T, mb)
+
+    if moments is not None:
+        return block(x, moments, w)
+    xs, ws = _row_blocks(iu.size, x, w)
+
+    def body(acc, args):
+        xb, wb = args
+        out = block(xb, _packed_moments(xb, iu, ju), wb)
+        return jax.tree.map(jnp.add, acc, out), None
+
+    k = means.shape[0]
+    zero = (jnp.zeros((), x.dtype), jnp.zeros((k,), x.dtype), jnp.zeros((k, d), x.dtype),
+            jnp.zeros((k, iu.size), x.dtype))
+    return lax.scan(body, zero, (xs, ws))[0]
+
+
+def _row_blocks(num_moments: int, *arrays):
+    """Arrays [N, ...] -> [num_blocks, rows, ...], zero-padded, with rows such that one block's
+    packed moments take about `MOMENTS_BLOCK_BYTES`."""
+    n = arrays[0].shape[0]
+    rows = max(1, min(n, MOMENTS_BLOCK_BYTES // (num_moments * arrays[0].dtype.itemsize)))
+    nb = -(-n // rows)
+    pad = nb * rows - n
+    return tuple(jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape((nb, rows) + a.shape[1:])
+                 for a in arrays)
+
+
+def _params_from_sums(nk, sx, sxx, dim_mask, reg_covar, index):
+    """M-step from the sums: weights [K], means [K, d], covariances [K, d, d] around the means
+    plus `reg_covar` on the diagonal (masked dimensions: unit variance, neutral)."""
+    _, _, pos = index
+    nk = nk + 10 * eps(sx.dtype)  # as scikit-learn: no empty component divides by 0
+    means = sx / nk[:, None]
+    cov = sxx[:, pos] / nk[:, None, None] - means[:, :, None] * means[:, None, :]
+    valid = jnp.outer(dim_mask, dim_mask)
+    cov = cov * valid + jnp.diag(reg_covar * dim_mask + (1 - dim_mask))
+    return nk / nk.sum(), means, cov
+
+
 @partial(jax.jit, static_argnames=("max_iters",))
 def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 100, tol: float = 1e-3,
             reg_covar: float = 1e-6) -> Gmm:
@@ -117,6 +189,13 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
     it stops when the mean log-likelihood of the E-step changes by less than `tol`, or after
     `max_iters` iterations (scikit-learn's rule).
 
+    Each EM iteration is two GEMMs against the samples' packed second moments (`_moment_sums`),
+    computed once (N d (d + 1) / 2 numbers, below `MOMENTS_BYTES`) or block by block.
+    Round-off: the moment form's covariances carry an error of about eps |x_i x_j|, below the
+    float32 floor on the diagonal (10 d eps times the largest variance) for samples within
+    sqrt(10 d) standard deviations of the origin; scikit-learn's centred form carries eps
+    sigma_i sigma_j. In float64 both are far below any tolerance that matters.
+
     Args:
       x: [N, d] samples.
       means_init: [K, d] initial means.
@@ -128,31 +207,41 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
         data variance, so that float32 Cholesky factorisations of thin components succeed).
 
     Returns:
-      Gmm.
+      Gmm (in the units of x).
     """
     x = jnp.asarray(x)
     dtype = x.dtype if x.dtype == jnp.float64 else jnp.float32
     x = x.astype(dtype)
-    dm = _dim_mask(dim_mask, x.shape[1], dtype)
-    w = jnp.ones(x.shape[:1], dtype) if sample_mask is None else jnp.asarray(sample_mask, dtype)
+    n, d = x.shape
+    dm = _dim_mask(dim_mask, d, dtype)
+    w = jnp.ones((n,), dtype) if sample_mask is None else jnp.asarray(sample_mask, dtype)
     x = x * dm
     # float32 cannot factor a covariance whose spread is below its round-off: floor the added
     # diagonal at 10 d eps times the largest data variance (negligible in float64, where this
     # equals scikit-learn's reg_covar on any sensible data).
     variance = jnp.sum(w[:, None] * (x - mm(w, x) / w.sum()) ** 2, axis=0) / w.sum()
     reg_covar = jnp.maximum(reg_covar, 10 * dm.sum() * eps(dtype) * jnp.max(variance))
-    means = jnp.asarray(means_init, dtype) * dm
-    dist = jnp.sum((x[:, None, :] - means[None, :, :]) ** 2, axis=-1)
-    hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), means.shape[0], dtype=dtype) * w[:, None]
-    weights, covs = _m_step(x, hard, _means(x, hard), dm, reg_covar)
+    means_init = jnp.asarray(means_init, dtype) * dm
+    # Nearest initial mean: |mu|^2 - 2 x.mu (|x|^2 is the same for every k), no [N, K, d] array.
+    dist = jnp.sum(means_init**2, axis=1)[None, :] - 2 * mm(x, means_init.T)
+    hard = jax.nn.one_hot(jnp.argmin(dist, axis=1), means_init.shape[0], dtype=dtype) * w[:, None]
+
+    index = _packed_index(d)
+    moments = None
+    if n * index[0].size * x.dtype.itemsize <= MOMENTS_BYTES:
+        moments = _packed_moments(x, *index[:2])
+    # The hard clustering's scatters block by block even when `moments` is stored: a second
+    # consumer of `moments` outside the EM loop made XLA:CPU form (and transpose) it twice.
+    sxx = _hard_moment_sums(x, hard, index)
+    nk, sx = hard.sum(0), mm(hard.T, x)
+    weights, _, covs = _params_from_sums(nk, sx, sxx, dm, reg_covar, index)
+    means = means_init
 
     def step(state):
         weights, means, covs, _, ll, it = state
-        new_ll, log_resp = _e_step(x, weights, means, covs, dm, w)
-        resp = jnp.exp(log_resp) * w[:, None]
-        new_means = _means(x, resp)
-        new_weights, new_covs = _m_step(x, resp, new_means, dm, reg_covar)
-        return new_weights, new_means, new_covs, ll, new_ll, it + 1
+        total, nk, sx, sxx = _moment_sums(x, moments, w, weights, means, covs, dm, index)
+        new_weights, new_means, new_covs = _params_from_sums(nk, sx, sxx, dm, reg_covar, index)
+        return new_weights, new_means, new_covs, ll, total / w.sum(), it + 1
 
     def running(state):
         *_, prev, ll, it = state
@@ -161,6 +250,14 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
     inf = jnp.asarray(jnp.inf, dtype)
     weights, means, covs, _, ll, it = lax.while_loop(running, step, (weights, means, covs, -inf, -inf, 0))
     return Gmm(weights, means, covs, ll, it)
+
+
+def _hard_moment_sums(xs, hard, index):
+    """sum_n hard_nk x_n x_n^T packed [K, P], block by block (the moments do not fit in memory)."""
+    iu, ju, _ = index
+    xb, hb = _row_blocks(iu.size, xs, hard)
+    body = lambda acc, a: (acc + mm(a[1].T, _packed_moments(a[0], iu, ju)), None)  # noqa: E731
+    return lax.scan(body, jnp.zeros((hard.shape[1], iu.size), xs.dtype), (xb, hb))[0]
 
 
 def kmeans_plus_plus(x, num_components: int, key, sample_mask=None):

@@ -181,9 +181,9 @@ def test_nleep_em_budget_is_max_iters():
         jnp.asarray(f), jnp.asarray(y), num_classes=2, equilibrate=False)
     fit = jax.jit(nl.nleep_fit_from_stats, static_argnames=("num_classes", "max_iters", "tol", "max_dims"))
     key = jax.random.PRNGKey(0)
-    value, gmm = fit(fs, key, num_classes=2, tol=1e-12, max_dims=8)
+    value, gmm = fit(fs, key, num_classes=2, tol=0.0, max_dims=8)  # |change| < 0 never holds
     assert int(gmm.num_iters) == nl.MAX_ITERS
-    _, longer = fit(fs, key, num_classes=2, tol=1e-12, max_dims=8, max_iters=nl.MAX_ITERS + 7)
+    _, longer = fit(fs, key, num_classes=2, tol=0.0, max_dims=8, max_iters=nl.MAX_ITERS + 7)
     assert int(longer.num_iters) > nl.MAX_ITERS  # the budget, not convergence, stopped the first
     assert nl.nleep_from_stats.__kwdefaults__["max_iters"] == nl.MAX_ITERS
     import jscore
@@ -203,3 +203,53 @@ def test_per_score_nleep_equals_nleep_inside_score():
     want = jscore.score(f, y, scores=["nleep"], num_classes=3, seed=4)["nleep"]
     got = float(nleep(jnp.asarray(f), jnp.asarray(y), num_classes=3, key=jax.random.PRNGKey(4)))
     assert_close(got, want, np.float32, "iterative")
+
+
+def _fresh_fit_gmm():
+    # A new jit of the same function: module constants are read when it is traced.
+    import importlib
+
+    nl = importlib.import_module("jscore.scorers.nleep")
+    return jax.jit(nl.fit_gmm.__wrapped__, static_argnames=("max_iters",))
+
+
+def test_fit_gmm_blocked_moments_equal_stored(x64, monkeypatch):
+    # Above MOMENTS_BYTES the packed second moments are formed block by block in each EM pass
+    # (padded last block): the same mixture as with the moments stored.
+    import importlib
+
+    nl = importlib.import_module("jscore.scorers.nleep")
+    _, _, z, rng = _projected(11, n=97)
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    stored = _fresh_fit_gmm()(jnp.asarray(z), jnp.asarray(m0))
+    monkeypatch.setattr(nl, "MOMENTS_BYTES", 0)
+    monkeypatch.setattr(nl, "MOMENTS_BLOCK_BYTES", 10 * 8 * 30)  # 30 rows of 10 packed moments
+    blocked = _fresh_fit_gmm()(jnp.asarray(z), jnp.asarray(m0))
+    assert int(blocked.num_iters) == int(stored.num_iters) > 2
+    np.testing.assert_allclose(blocked.mean_log_likelihood, stored.mean_log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(blocked.covariances, stored.covariances, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(blocked.means, stored.means, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_gmm_float32_on_badly_scaled_columns():
+    # EM's moment form (uncentred second moments) in float32 on PCA-like scores whose column
+    # scales span 1e-2..1e4, offset from the origin by 3 scales: the mixture scikit-learn fits
+    # in float64 (centred form) from the same start (iterations within one, log-likelihood,
+    # posteriors).
+    rng = np.random.default_rng(12)
+    _, _, z, _ = _projected(12, n=150, d=12)
+    scales = np.logspace(4, -2, z.shape[1])
+    zs = (z * scales + 3 * scales).astype(np.float32).astype(np.float64)
+    m0 = zs[rng.choice(len(zs), size=6, replace=False)]
+    reg = max(1e-6, 10 * zs.shape[1] * np.finfo(np.float32).eps * zs.var(axis=0).max())
+    w0, _, c0 = nleep_oracle.hard_assignment_init(zs, m0, reg)
+    # scikit-learn's reg_covar is one number; jscore's float32 floor is relative to the largest
+    # column's variance too, so give sklearn the same floor.
+    gm = _sklearn_fit(zs, w0, m0, c0, reg_covar=reg)
+    from jscore.scorers.nleep import fit_gmm
+
+    got = fit_gmm(jnp.asarray(zs, jnp.float32), jnp.asarray(m0, jnp.float32))
+    assert abs(int(got.num_iters) - gm.n_iter_) <= 1
+    assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
+    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(zs, jnp.float32))))
+    np.testing.assert_allclose(post, gm.predict_proba(zs), atol=tolerance(np.float32, "iterative")[0] * 10)
