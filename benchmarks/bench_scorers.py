@@ -205,10 +205,15 @@ def breakdown_calls(jscore, features, labels, probs, c, names):
     except ImportError:
         return {}
     v = validate_inputs(features, labels, probs, num_classes=c)
-    fs = api._shared(v.features, v.labels, num_classes=c)
+    feature_names = tuple(n for n in names if n not in ("leep", "nce") and n in ALL_SCORES)
+    try:  # the halves of the decomposition jscore.score computes for these scores
+        parts = api.shared_parts(feature_names, *v.features.shape)
+    except (AttributeError, TypeError):
+        parts = {}
+    fs = api._shared(v.features, v.labels, num_classes=c, **parts)
     calls = {"validate (host)": lambda: validate_inputs(features, labels, probs, num_classes=c)}
-    if any(name not in ("leep", "nce") for name in names):
-        calls["shared stats"] = lambda: api._shared(v.features, v.labels, num_classes=c)
+    if feature_names:
+        calls["shared stats"] = lambda: api._shared(v.features, v.labels, num_classes=c, **parts)
     for name in names:
         if name in ("leep", "nce") or name not in ALL_SCORES:
             continue

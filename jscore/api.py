@@ -190,11 +190,15 @@ def _shared(features, labels, *, num_classes: int, spectrum: bool = True, equili
                          equilibrate=equilibrate)
 
 
-def shared_parts(names) -> dict:
+def shared_parts(names, num_samples: int | None = None, num_features: int | None = None) -> dict:
     """Which halves of the shared decomposition the scores `names` need: H-score uses the
-    column-equilibrated one (it does not depend on column scales), the others the plain one."""
-    return {"spectrum": any(n != "hscore" and REGISTRY[n].needs == "features" for n in names),
-            "equilibrate": "hscore" in names}
+    column-equilibrated one (it does not depend on column scales), the others the plain one.
+    With samples at hand (`num_samples`, `num_features` given), N > D and the plain one computed
+    anyway, H-score refines against the data from the plain one (`hscore_from_stats`) and the
+    equilibrated D x D decomposition is skipped; streamed statistics keep no samples."""
+    spectrum = any(n != "hscore" and REGISTRY[n].needs == "features" for n in names)
+    scatter = num_samples is not None and num_samples > num_features
+    return {"spectrum": spectrum, "equilibrate": "hscore" in names and not (spectrum and scatter)}
 
 
 def warn_saturation(names, num_samples: int, num_features: int, num_classes: int, models=None) -> None:
@@ -368,7 +372,8 @@ def score(features=None, labels=None, *, source_probs=None, source_logits=None, 
     feature_names = tuple(n for n in names if REGISTRY[n].needs == "features")
     if feature_names:
         warn_saturation(feature_names, v.labels.shape[0], v.features.shape[1], v.num_classes)
-        fs = _shared(v.features, v.labels, num_classes=v.num_classes, **shared_parts(feature_names))
+        fs = _shared(v.features, v.labels, num_classes=v.num_classes,
+                     **shared_parts(feature_names, *v.features.shape))
         if "nleep" in feature_names and hp["nleep"]["max_dims"] is None:
             hp["nleep"]["max_dims"] = nleep_dims(fs.evals, hp["nleep"]["variance"])
         frozen = tuple((n, _freeze(hp[n])) for n in feature_names)

@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jscore._numerics import mm, safe_div
+from jscore._numerics import eigh_descending, mm, safe_div
 from jscore.stats import FeatureStats, default_rcond, feature_stats, rank_mask
 
 
-def _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, steps: int):
+def _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, steps: int, col=None):
     """[C] the quadratic forms d_c^T S^+ d_c for the rows d_c of d [C, D], S = xs^T xs.
 
     Start from the pseudo-inverse over the kept eigenpairs of the Gram, then run up to `steps`
@@ -22,12 +22,16 @@ def _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, steps: int):
     directions the float32 Gram cannot resolve are still searched). Each iterate is scored in
     the variational form 2 d^T x - |xs x|^2, which never exceeds d^T S^+ d and rises towards it
     (error quadratic in that of x); the best iterate is kept, so a breakdown of the float32
-    recursion on exactly singular directions cannot spoil the result."""
+    recursion on exactly singular directions cannot spoil the result.
+
+    `col` [D] (optional): the eigenpairs are those of the unscaled scatter S0 with
+    S = diag(col)^-1 S0 diag(col)^-1, so the preconditioner is diag(col) V w V^T diag(col)."""
     inv = 1 / jnp.maximum(evals, floor)
     inv_kept = jnp.where(kept, 1 / jnp.where(kept, evals, 1), 0)
+    col = jnp.ones(xs.shape[1], xs.dtype) if col is None else col
 
     def prec(r, w):
-        return mm(mm(r, evecs) * w[None, :], evecs.T)
+        return mm(mm(r * col[None, :], evecs) * w[None, :], evecs.T) * col[None, :]
 
     def op(p):
         return mm(mm(xs, p.T).T, xs) + ridge * p
@@ -80,8 +84,15 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
     With an explicit `rcond`, eigenvalues of the covariance below rcond * the largest are dropped
     exactly (no refinement), from `fs.evals` when present. Streamed statistics (`fs.streamed`)
     take the pseudo-inverse of the accumulated equilibrated scatter, without refinement.
+
+    Without the equilibrated decomposition (`jscore.score` computes only the plain one when
+    other scores need it), the same refinement runs on the equilibrated data, preconditioned by
+    the plain decomposition mapped through the column scales (`_hscore_plain_refined`): one
+    D x D eigendecomposition fewer.
     """
     counts = fs.labels.counts
+    if rcond is None and fs.eq_evals is None and fs.evals is not None and not fs.streamed:
+        return _hscore_plain_refined(fs, refine_steps)
     if rcond is not None or fs.eq_evals is None:
         if fs.evals is not None:
             kept = fs.kept if rcond is None else rank_mask(fs.evals, rcond)
@@ -110,6 +121,38 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
     rc = default_rcond(*xs.shape, xs.dtype)
     ridge = (rc / 3) ** 2 * jnp.max(fs.eq_evals)
     return jnp.sum(counts * _pcg_quadratic(xs, d, fs.eq_evecs, fs.eq_evals, kept, floor, ridge, refine_steps))
+
+
+def _hscore_plain_refined(fs: FeatureStats, refine_steps: int):
+    """H-score from the plain decomposition (`fs.evals`, `fs.evecs`), refined against the
+    column-equilibrated data: S_eq = Dc^-1 S Dc^-1 with Dc = diag(col_scale), so
+    Dc V Lambda^+ V^T Dc is its pseudo-inverse up to the plain Gram's round-off, and conjugate
+    gradients against the data remove that round-off as in the equilibrated path."""
+    counts, onehot = fs.labels.counts, fs.labels.onehot
+    if fs.is_gram:
+        # N <= D: the rank cut-off decides, and it must see equilibrated columns (a plain Gram
+        # drops the directions of small columns); its N x N decomposition is the cheap one.
+        xs = fs.xc / fs.col_scale[None, :]
+        lam, u = eigh_descending(mm(xs, xs.T))
+        kept = rank_mask(lam, default_rcond(*xs.shape, xs.dtype))
+        proj = mm(onehot.T, u) * kept[None, :]
+        return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
+    col = fs.col_scale
+    xs = fs.xc / col[None, :]
+    d = safe_div(mm(onehot.T, xs), counts[:, None])  # [C, D]
+    floor = jnp.min(jnp.where(fs.kept, fs.evals, jnp.max(fs.evals)))
+    # The ridge needs S_eq's largest eigenvalue: a few power steps through the data (from the
+    # mapped leading direction) estimate it well within the factor the ridge can afford.
+    u = fs.evecs[:, 0] / col
+    u = u / jnp.linalg.norm(u)
+    for _ in range(6):
+        u = mm(mm(xs, u), xs)
+        top = jnp.linalg.norm(u)
+        u = u / jnp.where(top > 0, top, 1)
+    rc = default_rcond(*xs.shape, xs.dtype)
+    ridge = (rc / 3) ** 2 * top
+    return jnp.sum(counts * _pcg_quadratic(xs, d, fs.evecs, fs.evals, fs.kept, floor, ridge, refine_steps,
+                                           col=col))
 
 
 @partial(jax.jit, static_argnames=("num_classes", "rcond"))
