@@ -17,9 +17,10 @@ def _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, steps: int, col=None
     """[C] the quadratic forms d_c^T S^+ d_c for the rows d_c of d [C, D], S = xs^T xs.
 
     Start from the pseudo-inverse over the kept eigenpairs of the Gram, then run up to `steps`
-    conjugate-gradient steps (fewer once no class's value gains more than 4 eps of itself) on S x = d with S applied through the data (O(N D C) each),
-    preconditioned by the Gram's eigendecomposition with its eigenvalues floored at `floor` (so
-    directions the float32 Gram cannot resolve are still searched). Each iterate is scored in
+    conjugate-gradient steps on S x = d with S applied through the data (O(N D C) each; fewer
+    once no class's value gains more than 4 eps of itself), preconditioned by the Gram's
+    eigendecomposition with its eigenvalues floored at `floor` (so directions the float32 Gram
+    cannot resolve are still searched). Each iterate is scored in
     the variational form 2 d^T x - |xs x|^2, which never exceeds d^T S^+ d and rises towards it
     (error quadratic in that of x); the best iterate is kept, so a breakdown of the float32
     recursion on exactly singular directions cannot spoil the result.
@@ -102,9 +103,7 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
     onehot = fs.labels.onehot
     if fs.is_gram or fs.streamed or rcond is not None:
         if fs.is_gram:
-            # H = sum_c |U_kept^T e_c|^2 / n_c: only the span of the kept directions matters.
-            proj = mm(onehot.T, fs.eq_evecs) * kept[None, :]
-            return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
+            return _span_hscore(onehot, fs.eq_evecs, kept, counts)
         if fs.streamed:  # no samples to refine against: the pseudo-inverse of the accumulated scatter
             d = fs.class_dev / fs.col_scale[None, :]
         else:
@@ -114,13 +113,29 @@ def hscore_from_stats(fs: FeatureStats, *, rcond: float | None = None, refine_st
         inv = jnp.where(kept, 1 / jnp.where(kept, fs.eq_evals, 1), 0)
         return jnp.sum(counts[:, None] * proj**2 * inv[None, :])
     xs = fs.xc / fs.col_scale[None, :]
-    d = safe_div(mm(onehot.T, xs), counts[:, None])  # [C, D]
-    floor = jnp.min(jnp.where(kept, fs.eq_evals, jnp.max(fs.eq_evals)))
+    return _refined_hscore(fs, xs, fs.eq_evecs, fs.eq_evals, kept, jnp.max(fs.eq_evals), refine_steps)
+
+
+def _span_hscore(onehot, u, kept, counts):
+    """Gram path: H = sum_c |U_kept^T e_c|^2 / n_c (only the span of the kept directions
+    matters). onehot [N, C], u [N, N] eigenvectors of the Gram, kept [N], counts [C]."""
+    proj = mm(onehot.T, u) * kept[None, :]
+    return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
+
+
+def _refined_hscore(fs: FeatureStats, xs, evecs, evals, kept, top, refine_steps: int, col=None):
+    """Scatter path: sum_c n_c d_c^T S^+ d_c, S = xs^T xs (xs [N, D] the equilibrated centred
+    features, d_c their class-mean deviations), by `_pcg_quadratic` from the eigenpairs
+    (evecs, evals, kept; mapped through `col` when they are those of the unscaled scatter).
+    `top` is S's largest eigenvalue (for the ridge)."""
+    counts = fs.labels.counts
+    d = safe_div(mm(fs.labels.onehot.T, xs), counts[:, None])  # [C, D]
+    floor = jnp.min(jnp.where(kept, evals, jnp.max(evals)))
     # What float32 data can resolve: singular values above 3 sqrt(max(N, D)) eps of the largest;
     # below, the directions are the features' own rounding, and a ridge there keeps them out.
     rc = default_rcond(*xs.shape, xs.dtype)
-    ridge = (rc / 3) ** 2 * jnp.max(fs.eq_evals)
-    return jnp.sum(counts * _pcg_quadratic(xs, d, fs.eq_evecs, fs.eq_evals, kept, floor, ridge, refine_steps))
+    ridge = (rc / 3) ** 2 * top
+    return jnp.sum(counts * _pcg_quadratic(xs, d, evecs, evals, kept, floor, ridge, refine_steps, col=col))
 
 
 def _hscore_plain_refined(fs: FeatureStats, refine_steps: int):
@@ -128,19 +143,14 @@ def _hscore_plain_refined(fs: FeatureStats, refine_steps: int):
     column-equilibrated data: S_eq = Dc^-1 S Dc^-1 with Dc = diag(col_scale), so
     Dc V Lambda^+ V^T Dc is its pseudo-inverse up to the plain Gram's round-off, and conjugate
     gradients against the data remove that round-off as in the equilibrated path."""
-    counts, onehot = fs.labels.counts, fs.labels.onehot
+    col = fs.col_scale
+    xs = fs.xc / col[None, :]
     if fs.is_gram:
         # N <= D: the rank cut-off decides, and it must see equilibrated columns (a plain Gram
         # drops the directions of small columns); its N x N decomposition is the cheap one.
-        xs = fs.xc / fs.col_scale[None, :]
         lam, u = eigh_descending(mm(xs, xs.T))
         kept = rank_mask(lam, default_rcond(*xs.shape, xs.dtype))
-        proj = mm(onehot.T, u) * kept[None, :]
-        return jnp.sum(safe_div(jnp.sum(proj**2, axis=1), counts))
-    col = fs.col_scale
-    xs = fs.xc / col[None, :]
-    d = safe_div(mm(onehot.T, xs), counts[:, None])  # [C, D]
-    floor = jnp.min(jnp.where(fs.kept, fs.evals, jnp.max(fs.evals)))
+        return _span_hscore(fs.labels.onehot, u, kept, fs.labels.counts)
     # The ridge needs S_eq's largest eigenvalue: a few power steps through the data (from the
     # mapped leading direction) estimate it well within the factor the ridge can afford.
     u = fs.evecs[:, 0] / col
@@ -149,10 +159,7 @@ def _hscore_plain_refined(fs: FeatureStats, refine_steps: int):
         u = mm(mm(xs, u), xs)
         top = jnp.linalg.norm(u)
         u = u / jnp.where(top > 0, top, 1)
-    rc = default_rcond(*xs.shape, xs.dtype)
-    ridge = (rc / 3) ** 2 * top
-    return jnp.sum(counts * _pcg_quadratic(xs, d, fs.evecs, fs.evals, fs.kept, floor, ridge, refine_steps,
-                                           col=col))
+    return _refined_hscore(fs, xs, fs.evecs, fs.evals, fs.kept, top, refine_steps, col=col)
 
 
 @partial(jax.jit, static_argnames=("num_classes", "rcond"))

@@ -141,28 +141,29 @@ def _moment_sums(x, moments, w, weights, means, covariances, dim_mask, index):
 
     if moments is not None:
         return block(x, moments, w)
-    xs, ws = _row_blocks(iu.size, x, w)
-
-    def body(acc, args):
-        xb, wb = args
-        out = block(xb, _packed_moments(xb, iu, ju), wb)
-        return jax.tree.map(jnp.add, acc, out), None
-
     k = means.shape[0]
     zero = (jnp.zeros((), x.dtype), jnp.zeros((k,), x.dtype), jnp.zeros((k, d), x.dtype),
             jnp.zeros((k, iu.size), x.dtype))
-    return lax.scan(body, zero, (xs, ws))[0]
+    return _sum_over_row_blocks(block, zero, index, x, w)
 
 
-def _row_blocks(num_moments: int, *arrays):
-    """Arrays [N, ...] -> [num_blocks, rows, ...], zero-padded, with rows such that one block's
-    packed moments take about `MOMENTS_BLOCK_BYTES`."""
-    n = arrays[0].shape[0]
-    rows = max(1, min(n, MOMENTS_BLOCK_BYTES // (num_moments * arrays[0].dtype.itemsize)))
+def _sum_over_row_blocks(fn, zero, index, x, *per_row):
+    """sum over row blocks of fn(x_b, packed moments of x_b, *per_row_b), a pytree shaped like
+    `zero`. x [N, d] and per_row arrays [N, ...] are zero-padded to whole blocks (padded rows
+    must add nothing: their weights are 0); one block's moments take about
+    `MOMENTS_BLOCK_BYTES`, so the [N, d(d+1)/2] moments never exist at once."""
+    iu, ju, _ = index
+    n = x.shape[0]
+    rows = max(1, min(n, MOMENTS_BLOCK_BYTES // (iu.size * x.dtype.itemsize)))
     nb = -(-n // rows)
-    pad = nb * rows - n
-    return tuple(jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1)).reshape((nb, rows) + a.shape[1:])
-                 for a in arrays)
+    blocks = tuple(jnp.pad(a, ((0, nb * rows - n),) + ((0, 0),) * (a.ndim - 1)).reshape((nb, rows) + a.shape[1:])
+                   for a in (x,) + per_row)
+
+    def body(acc, args):
+        out = fn(args[0], _packed_moments(args[0], iu, ju), *args[1:])
+        return jax.tree.map(jnp.add, acc, out), None
+
+    return lax.scan(body, zero, blocks)[0]
 
 
 def _params_from_sums(nk, sx, sxx, dim_mask, reg_covar, index):
@@ -207,7 +208,7 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
         data variance, so that float32 Cholesky factorisations of thin components succeed).
 
     Returns:
-      Gmm (in the units of x).
+      Gmm.
     """
     x = jnp.asarray(x)
     dtype = x.dtype if x.dtype == jnp.float64 else jnp.float32
@@ -232,7 +233,8 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
         moments = _packed_moments(x, *index[:2])
     # The hard clustering's scatters block by block even when `moments` is stored: a second
     # consumer of `moments` outside the EM loop made XLA:CPU form (and transpose) it twice.
-    sxx = _hard_moment_sums(x, hard, index)
+    sxx = _sum_over_row_blocks(lambda xb, mb, hb: mm(hb.T, mb),
+                               jnp.zeros((hard.shape[1], index[0].size), dtype), index, x, hard)
     nk, sx = hard.sum(0), mm(hard.T, x)
     weights, _, covs = _params_from_sums(nk, sx, sxx, dm, reg_covar, index)
     means = means_init
@@ -250,14 +252,6 @@ def fit_gmm(x, means_init, *, sample_mask=None, dim_mask=None, max_iters: int = 
     inf = jnp.asarray(jnp.inf, dtype)
     weights, means, covs, _, ll, it = lax.while_loop(running, step, (weights, means, covs, -inf, -inf, 0))
     return Gmm(weights, means, covs, ll, it)
-
-
-def _hard_moment_sums(xs, hard, index):
-    """sum_n hard_nk x_n x_n^T packed [K, P], block by block (the moments do not fit in memory)."""
-    iu, ju, _ = index
-    xb, hb = _row_blocks(iu.size, xs, hard)
-    body = lambda acc, a: (acc + mm(a[1].T, _packed_moments(a[0], iu, ju)), None)  # noqa: E731
-    return lax.scan(body, jnp.zeros((hard.shape[1], iu.size), xs.dtype), (xb, hb))[0]
 
 
 def kmeans_plus_plus(x, num_components: int, key, sample_mask=None):

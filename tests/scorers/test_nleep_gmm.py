@@ -63,12 +63,12 @@ def test_fit_gmm_matches_sklearn_float64(seed, x64):
     np.testing.assert_allclose(post, gm.predict_proba(z), atol=1e-8)
 
 
-def test_fit_gmm_matches_sklearn_float32():
+def _check_float32_fit_against_sklearn(z, m0, post_atol):
+    """fit_gmm in float32 on z (float32 values held in float64) from means m0 against
+    scikit-learn's float64 fit from the same start: iterations within one, the mean
+    log-likelihood, and the posteriors to `post_atol`."""
     from jscore.scorers.nleep import fit_gmm
 
-    _, _, z, rng = _projected(3)
-    z = z.astype(np.float32).astype(np.float64)
-    m0 = z[rng.choice(len(z), size=6, replace=False)]
     # In float32 fit_gmm floors reg_covar at 10 d eps32 times the largest data variance (so that
     # Cholesky factorisations of thin components succeed; its docstring): give sklearn that.
     reg = max(1e-6, 10 * z.shape[1] * np.finfo(np.float32).eps * z.var(axis=0).max())
@@ -78,7 +78,14 @@ def test_fit_gmm_matches_sklearn_float32():
     assert abs(int(got.num_iters) - gm.n_iter_) <= 1
     assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
     post = np.exp(np.asarray(_posteriors(got, jnp.asarray(z, jnp.float32))))
-    np.testing.assert_allclose(post, gm.predict_proba(z), atol=tolerance(np.float32, "iterative")[0])
+    np.testing.assert_allclose(post, gm.predict_proba(z), atol=post_atol)
+
+
+def test_fit_gmm_matches_sklearn_float32():
+    _, _, z, rng = _projected(3)
+    z = z.astype(np.float32).astype(np.float64)
+    m0 = z[rng.choice(len(z), size=6, replace=False)]
+    _check_float32_fit_against_sklearn(z, m0, tolerance(np.float32, "iterative")[0])
 
 
 def test_fit_gmm_masks_equal_slicing(x64):
@@ -241,15 +248,4 @@ def test_fit_gmm_float32_on_badly_scaled_columns():
     scales = np.logspace(4, -2, z.shape[1])
     zs = (z * scales + 3 * scales).astype(np.float32).astype(np.float64)
     m0 = zs[rng.choice(len(zs), size=6, replace=False)]
-    reg = max(1e-6, 10 * zs.shape[1] * np.finfo(np.float32).eps * zs.var(axis=0).max())
-    w0, _, c0 = nleep_oracle.hard_assignment_init(zs, m0, reg)
-    # scikit-learn's reg_covar is one number; jscore's float32 floor is relative to the largest
-    # column's variance too, so give sklearn the same floor.
-    gm = _sklearn_fit(zs, w0, m0, c0, reg_covar=reg)
-    from jscore.scorers.nleep import fit_gmm
-
-    got = fit_gmm(jnp.asarray(zs, jnp.float32), jnp.asarray(m0, jnp.float32))
-    assert abs(int(got.num_iters) - gm.n_iter_) <= 1
-    assert_close(got.mean_log_likelihood, gm.lower_bound_, np.float32, "iterative")
-    post = np.exp(np.asarray(_posteriors(got, jnp.asarray(zs, jnp.float32))))
-    np.testing.assert_allclose(post, gm.predict_proba(zs), atol=tolerance(np.float32, "iterative")[0] * 10)
+    _check_float32_fit_against_sklearn(zs, m0, tolerance(np.float32, "iterative")[0] * 10)
