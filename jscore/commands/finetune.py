@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--eval-batch-size", type=int, default=256)
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (the paper's: Nesterov momentum, coupled weight decay) or adamw (Adam with "
+                        "decoupled weight decay; --momentum and --no-nesterov then do not apply)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--no-nesterov", action="store_true")
     g.add_argument("--end-lr", type=float, default=1e-6, help="the cosine schedule's final learning rate")
@@ -150,7 +153,7 @@ def run(args) -> int:
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
         momentum=args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
         mode=args.mode, compute_dtype="bfloat16" if args.bf16 else "float32",
-        augment=not args.no_augment, seed=args.seed, head_init=args.head_init,
+        augment=not args.no_augment, seed=args.seed, head_init=args.head_init, optimizer=args.optimizer,
     )
     config.validate()
     dataset_name = args.dataset_name or args.data

@@ -121,8 +121,9 @@ def _better(a: dict, b: Optional[dict], select_by: str) -> bool:
 
 
 # What makes two runs of one (dataset, model) different recipes rather than points of one search
-# (records written before `head_init` existed started from a random head).
-_RECIPE_FIELDS = (("mode", None), ("head_init", "random"), ("epochs", None), ("augment", None), ("batch_size", None))
+# (records written before `head_init` and `optimizer` existed started from a random head, with SGD).
+_RECIPE_FIELDS = (("mode", None), ("head_init", "random"), ("optimizer", "sgd"), ("epochs", None), ("augment", None),
+                  ("batch_size", None))
 
 
 def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accuracy") -> List[dict]:

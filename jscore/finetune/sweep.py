@@ -32,6 +32,8 @@ def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images"
     cfg = dataclasses.asdict(config)
     if cfg["head_init"] == "random":
         cfg.pop("head_init")  # the default before LP-FT existed: earlier runs keep their ids
+    if cfg["optimizer"] == "sgd":
+        cfg.pop("optimizer")  # likewise the default before AdamW existed
     key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = lambda s: re.sub(r"[^A-Za-z0-9.\-]+", "-", s).strip("-")[:60]  # noqa: E731
@@ -138,6 +140,7 @@ def sweep(
             "compute_dtype": config.compute_dtype,
             "augment": config.augment,
             "head_init": config.head_init,
+            "optimizer": config.optimizer,
             "versions": versions,
         }
         t0 = time.time()

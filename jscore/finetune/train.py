@@ -23,6 +23,9 @@ from jscore.finetune.augment import AugmentConfig
 from jscore.finetune.metrics import confusion_matrix
 
 
+OPTIMIZERS = ("sgd", "adamw")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every number of one run. Defaults reproduce the paper's recipe."""
@@ -43,6 +46,9 @@ class TrainConfig:
     # "random": PyTorch's nn.Linear initialisation; "probe": LP-FT (full mode only), the head
     # starts at the logistic regression on the frozen features (`jscore.finetune.head_init`).
     head_init: str = "random"
+    # "sgd" (the paper's: Nesterov momentum, coupled weight decay) or "adamw" (Adam with
+    # decoupled weight decay, Loshchilov & Hutter 2019; momentum and nesterov unused).
+    optimizer: str = "sgd"
 
     def validate(self) -> None:
         if self.mode not in ("full", "probe"):
@@ -51,6 +57,8 @@ class TrainConfig:
             raise ValueError(f"head_init must be 'random' or 'probe', got {self.head_init!r}")
         if self.head_init == "probe" and self.mode != "full":
             raise ValueError("head_init='probe' (LP-FT) applies to full fine-tuning; a probe already trains only the head")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         if not self.learning_rate > 0:
@@ -92,6 +100,12 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     gradient before momentum) and a cosine schedule from `learning_rate` to `end_learning_rate`
     over `total_steps`; in probe mode the backbone is frozen by an optax mask.
 
+    With `config.optimizer == "adamw"`: Adam (optax's defaults, b1 0.9, b2 0.999, eps 1e-8) with
+    decoupled weight decay (each step subtracts lr * weight_decay * w) on the same schedule. Its
+    per-parameter step size suits networks whose batch norm is folded into the weights (the
+    TFLite mobile zoo): their layers' weight scales differ by orders of magnitude, and one SGD
+    learning rate is either too small for some or destructive for others (docs/finetune.md).
+
     The learning rate, end learning rate and weight decay live in the optimiser *state*
     (`optax.inject_hyperparams`), not in the compiled program: every point of a sweep reuses
     one compiled train step, and each run's state carries its own values.
@@ -100,6 +114,7 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
     momentum = config.momentum or None
     nesterov = bool(config.nesterov and config.momentum > 0)
     mode = config.mode
+    optimizer = config.optimizer
 
     def chain(learning_rate, end_learning_rate, weight_decay):
         end = jnp.minimum(end_learning_rate, learning_rate)
@@ -109,10 +124,13 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTrans
             frac = jnp.minimum(count, total) / total
             return end + (learning_rate - end) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
 
-        sgd = optax.chain(
-            optax.add_decayed_weights(weight_decay),
-            optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
-        )
+        if optimizer == "adamw":
+            sgd = optax.adamw(schedule, weight_decay=weight_decay)
+        else:
+            sgd = optax.chain(
+                optax.add_decayed_weights(weight_decay),
+                optax.sgd(schedule, momentum=momentum, nesterov=nesterov),
+            )
         if mode == "full":
             return sgd
         labels = lambda params: {k: ("train" if k == "head" else "freeze") for k in params}  # noqa: E731

@@ -72,6 +72,7 @@ class GroundTruth:
     truth: str = "balanced_accuracy"
     augment: bool = True  # finetune only
     head_init: str = "random"  # finetune only: "probe" starts the head at the linear probe (LP-FT)
+    optimizer: str = "sgd"  # finetune only: "sgd" (the paper's) or "adamw"
 
     def covers(self, dataset: str) -> bool:
         return not self.datasets or dataset in self.datasets
@@ -82,6 +83,8 @@ class GroundTruth:
         what = "linear probe on cached features" if self.recipe == "probe" else "full fine-tuning"
         if self.head_init == "probe":
             what += " from the linear probe's head (LP-FT)"
+        if self.optimizer != "sgd":
+            what += f" with {self.optimizer}"
         return (f"{what}, search {self.search} (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd "
                 f"{self.wd_range[0]:g}..{self.wd_range[1]:g}), {self.epochs} epochs, batch {self.batch_size}, "
                 f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}"
@@ -298,6 +301,11 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
         raise ValueError(f"{w}: head_init must be 'random' or 'probe', got {gt.head_init!r}")
     if gt.head_init == "probe" and gt.recipe != "finetune":
         raise ValueError(f"{w}: head_init = 'probe' (LP-FT) applies to recipe = 'finetune' only")
+    if gt.optimizer not in ("sgd", "adamw"):
+        raise ValueError(f"{w}: optimizer must be 'sgd' or 'adamw', got {gt.optimizer!r}")
+    if gt.optimizer != "sgd" and gt.recipe != "finetune":
+        raise ValueError(f"{w}: optimizer = {gt.optimizer!r} applies to recipe = 'finetune' only (the probe's "
+                         "recipe is fixed)")
     if gt.truth not in TRUTHS:
         raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
     if gt.select_by not in SELECT_BY:

@@ -203,6 +203,8 @@ def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, un
               if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")}
     if recipe["head_init"] == "random":
         recipe.pop("head_init")  # the default before LP-FT existed: earlier records keep their keys
+    if recipe["optimizer"] == "sgd":
+        recipe.pop("optimizer")  # likewise the default before AdamW existed
     if gt.recipe == "probe":
         inputs = {role: extract_of[(d.name, b.name, spec, split)].key
                   for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),

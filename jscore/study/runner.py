@@ -180,7 +180,7 @@ def _train_config(ctx: Context, a: dict):
     gt = _truth_of(ctx, a)
     return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
                        batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
-                       augment=gt.augment, seed=a["seed"], head_init=gt.head_init)
+                       augment=gt.augment, seed=a["seed"], head_init=gt.head_init, optimizer=gt.optimizer)
 
 
 def run_dir_for(out: str, unit: Unit) -> str:

@@ -94,6 +94,39 @@ def test_optimizer_matches_numpy_sgd_nesterov_cosine(x64):
     np.testing.assert_allclose(np.asarray(params["head"]["b"]), ref["b"], rtol=1e-6)
 
 
+def test_adamw_matches_numpy_adam_decoupled_decay_cosine(x64):
+    """optimizer="adamw" == a float64 NumPy transcription of Adam (Kingma & Ba: bias-corrected
+    moments, eps outside the root) with decoupled weight decay (Loshchilov & Hutter: w -= lr *
+    wd * w) on the same cosine schedule; momentum and nesterov play no part."""
+    cfg = TrainConfig(learning_rate=0.05, weight_decay=0.1, end_learning_rate=1e-3, optimizer="adamw",
+                      momentum=0.5, nesterov=False)
+    total, b1, b2, eps = 5, 0.9, 0.999, 1e-8
+    tx = make_optimizer(cfg, total)
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=3)
+    w0 = rng.normal(size=3) * np.array([1e-3, 1.0, 1e3])  # badly scaled: Adam's steps do not care
+    params = {"backbone": {"w": jnp.asarray(w0)}}
+    state = tx.init(params)
+    w, m, v = w0.copy(), np.zeros(3), np.zeros(3)
+    for t in range(total):
+        lr_t = 1e-3 + (0.05 - 1e-3) * 0.5 * (1 + np.cos(np.pi * t / total))
+        grads = {"backbone": {"w": jnp.asarray(a * params["backbone"]["w"] ** 2)}}
+        updates, state = tx.update(grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        g = a * w**2
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        m_hat, v_hat = m / (1 - b1 ** (t + 1)), v / (1 - b2 ** (t + 1))
+        w = w - lr_t * (m_hat / (np.sqrt(v_hat) + eps) + 0.1 * w)
+    np.testing.assert_allclose(np.asarray(params["backbone"]["w"]), w, rtol=1e-6)
+    assert not np.allclose(w, w0)
+
+
+def test_unknown_optimizer_is_a_clear_error():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(optimizer="adam").validate()
+
+
 def _tiny_state(tiny, cfg, num_classes=3, steps=10):
     variables = tiny.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 3)))
     tx = make_optimizer(cfg, steps)

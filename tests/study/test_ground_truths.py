@@ -75,11 +75,35 @@ def test_plan_of_several_ground_truths(tmp_path):
     assert "max_examples" not in ex["extract__toy2__resnet8__train"].deps
 
 
+def test_adamw_fine_tuning_is_its_own_recipe(tmp_path):
+    """optimizer = "adamw" changes the fine-tuning units' keys and ids (its runs never resume or
+    replace SGD's); the default "sgd" leaves the keys of earlier studies as they were."""
+    from jscore.study import load_config, make_plan
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    ft = TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6', 'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6')
+    plans = {}
+    for opt in ("", 'optimizer = "sgd"\n', 'optimizer = "adamw"\n'):
+        text = ft.replace('epochs = 6\n', 'epochs = 6\n' + opt)
+        cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), text))
+        plans[opt] = {u.id: u.key for u in make_plan(cfg).units["truth"] if "__long__" in u.id}
+    default, sgd, adamw = plans.values()
+    assert default == sgd and len(default) == 12
+    assert set(adamw) == set(default) and all(adamw[i] != default[i] for i in default)
+    assert "with adamw" in load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"),
+                                               ft.replace('epochs = 6\n', 'epochs = 6\noptimizer = "adamw"\n'))
+                                       ).truth_named("long").describe()
+
+
 @pytest.mark.parametrize("truths,message", [
     (TRUTHS.replace('name = "long"', 'name = "short"'), "ground truth names repeat"),
     (TRUTHS.replace('datasets = ["toy"]', 'datasets = ["toy3"]'), "datasets ['toy3'] are not datasets of this study"),
     (TRUTHS + '\n[[ground_truth]]\nname = "x"\nrecipe = "none"\n', "cannot be combined"),
     (TRUTHS.replace('seeds = [0, 1]', 'seeds = 0'), "seeds must be an array"),
+    (TRUTHS.replace('epochs = 6', 'epochs = 6\noptimizer = "adamw"'), "applies to recipe = 'finetune' only"),
+    (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
+                    'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\noptimizer = "adam"'),
+     "optimizer must be 'sgd' or 'adamw'"),
 ])
 def test_bad_ground_truth_tables(tmp_path, truths, message):
     from jscore.study import load_config
