@@ -147,49 +147,77 @@ def pac_gamma(source_probs, labels, *, num_classes: int, sample_mask=None, sourc
     return -bound
 
 
+def _whitening(fs: FeatureStats, reg, num_present):
+    """theta = P(v): the preconditioner of PACTran's fit, from the shared decomposition.
+
+    P = (S / (C n) + I / reg)^(-1/2), S = Xc^T Xc the centred scatter: the inverse square root of
+    the softmax Hessian at theta = 0 (p = 1/C, on centred features) plus the prior's curvature.
+    Scatter path (N > D): S = V diag(evals) V^T, P = V diag(...)^(-1/2) (not symmetric: any
+    invertible P leaves the optimum unchanged). Gram path (N <= D): S's kept eigenvectors
+    V_k = Xc^T U_k / sqrt(evals_k) span the data; off that span S is 0 and P is sqrt(reg).
+    """
+    n = fs.labels.n
+    curv = fs.evals / (num_present * n) + 1 / reg  # [r] eigenvalues of the Hessian model
+    scale = jax.lax.rsqrt(curv)
+    if not fs.is_gram:
+        return lambda v: mm(fs.evecs, scale[:, None] * v)
+    kept = fs.kept
+    root = jnp.where(kept, jnp.sqrt(fs.evals), 1)
+    vk = mm(fs.xc.T, fs.evecs * jnp.where(kept, 1 / root, 0)[None, :])  # [D, r], zero columns off rank
+    sqrt_reg = jnp.sqrt(reg)
+
+    def apply(v):
+        coef = mm(vk.T, v)  # [r, C]
+        return sqrt_reg * v + mm(vk, (jnp.where(kept, scale, 0)[:, None] - sqrt_reg * kept[:, None]) * coef)
+
+    return apply
+
+
 def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0, s2_factor: float = 10.0,
                        max_iters: int = 1000, tol: float = 1e-6):
     """PACTran-Gaussian from the shared statistics (see `pactran`)."""
     ls = fs.labels
-    x = raw_features(fs)  # uncentred, as the authors' code
-    dtype = x.dtype
-    d = x.shape[1]
+    xc = fs.xc
+    dtype = xc.dtype
+    d = xc.shape[1]
     fmask = as_mask(feature_mask, d, dtype) > 0
     present = ls.counts > 0
+    num_present = present.sum()
     n = ls.n
     reg = lda * n  # the authors' ldas2
     onehot = ls.onehot
 
-    def logits_of(theta):
-        return jnp.where(present[None, :], mm(x, theta[:d]) + theta[d][None, :], -jnp.inf)
+    # The fit runs on the centred features with the bias b' = b + mu^T W: the same family of
+    # logits x W + b, the prior on W alone, so the same optimum L* and posteriors.
+    def logits_of(w, b):
+        return jnp.where(present[None, :], mm(xc, w) + b[None, :], -jnp.inf)
 
-    def loss(theta):
-        logits = logits_of(theta)
+    def loss(w, b):
+        logits = logits_of(w, b)
         xent = jnp.sum(onehot * (jax.nn.logsumexp(logits, axis=1, keepdims=True) - jnp.where(onehot > 0, logits, 0)))
-        return xent / n + 0.5 * jnp.sum(theta[:d] ** 2) / reg
+        return xent / n + 0.5 * jnp.sum(w**2) / reg
 
     # Preconditioning (same minimiser, far fewer steps): with the prior only 1/(lambda n) the
-    # problem is as ill-conditioned as the features' second moments, and L-BFGS from the
-    # identity crawled for ~1000 steps at D = 2048. It runs instead in v with theta = P v,
-    # P = M^{-1/2} for M = [x, 1]^T [x, 1] / (C n) + the prior's curvature: the softmax Hessian at
-    # theta = 0 (p = 1/C) plus the prior. Any invertible P leaves the optimum unchanged, so
-    # M's small eigenvalues are floored where float32 cannot resolve them.
-    xt = jnp.concatenate([x, ls.weights[:, None]], axis=1)  # [N, D + 1], 0 on masked rows
-    prior_curv = jnp.concatenate([jnp.full((d,), 1 / reg, dtype), jnp.zeros((1,), dtype)])
-    m = mm(xt.T, xt) / (n * present.sum()) + jnp.diag(prior_curv)
-    evals, evecs = jnp.linalg.eigh(m)
-    evals = jnp.maximum(evals, (d + 1) * jnp.finfo(dtype).eps * jnp.max(evals))
-    precond = evecs * jax.lax.rsqrt(evals)[None, :]  # [D + 1, D + 1]
+    # problem is as ill-conditioned as the features' scatter, and L-BFGS from the identity crawled
+    # for ~1000 steps at D = 2048. It runs instead in v with W = P v (`_whitening`, from the
+    # shared decomposition: no decomposition of its own) and b' = sqrt(C) v_b (the bias's
+    # curvature at theta = 0 is 1 / C).
+    precond = _whitening(fs, reg, num_present)
+    bias_scale = jnp.sqrt(num_present.astype(dtype))
 
-    theta0 = jnp.zeros((d + 1, onehot.shape[1]), dtype)
-    res = minimize_lbfgs(lambda v: loss(mm(precond, v)), theta0, max_iters=max_iters, tol=tol)
-    theta = mm(precond, res.x)
-    probs = jax.nn.softmax(logits_of(theta), axis=1)
+    def unpack(v):
+        return precond(v[:d]), bias_scale * v[d]
+
+    v0 = jnp.zeros((d + 1, onehot.shape[1]), dtype)
+    res = minimize_lbfgs(lambda v: loss(*unpack(v)), v0, max_iters=max_iters, tol=tol)
+    w, b = unpack(res.x)
+    probs = jax.nn.softmax(logits_of(w, b), axis=1)
     curv = probs * (1 - probs) * ls.weights[:, None]  # [N, C]
     valid = fmask[:, None] & present[None, :]
+    x = raw_features(fs)  # the diagonal curvature is the authors', on the uncentred features
     h_w = jnp.sum(jnp.where(valid, mm((x**2).T, curv) + 1 / reg, 0))
     h_b = jnp.sum(jnp.where(present, curv.sum(0), 0))
-    kd = fs.d_eff * present.sum()
+    kd = fs.d_eff * num_present
     sigma2_inv = (h_w + h_b) * reg / kd + LOG_EPS
     s2 = s2_factor / fs.d_eff
     bound = res.f + 0.5 * kd / reg * s2 * jnp.log(sigma2_inv)
@@ -230,11 +258,13 @@ def pactran(features, labels, *, num_classes: int, sample_mask=None, feature_mas
 
     Differences from the reference code: the fit starts from zero instead of N(0, 0.03^2) and
     runs to convergence instead of at most 100 L-BFGS-B steps (the bound is defined at the
-    optimum, which is unique); C counts the present classes. L-BFGS runs on a preconditioned
-    variable (theta = M^{-1/2} v, M the [x, 1] second moments / C plus the prior's curvature:
-    one (D+1)^2 N product and one eigendecomposition), which leaves the optimum unchanged and
-    converges in tens of steps where the plain problem took ~1000 at D = 2048.
+    optimum, which is unique); C counts the present classes. L-BFGS runs on centred features
+    (with the bias shifted by mu^T W: the same logits, the same optimum) and a preconditioned
+    variable (W = (S / (C n) + I / (lambda n))^{-1/2} v, S the centred scatter, from the
+    eigendecomposition `jscore.score` shares with the other scores), which leaves the optimum
+    unchanged and converges in tens of steps where the plain problem took ~1000 at D = 2048.
     """
+    # The preconditioner reads only the leading structure: no eigenvalue re-measure.
     fs = feature_stats(features, labels, num_classes=num_classes, sample_mask=sample_mask,
-                       feature_mask=feature_mask, spectrum=False, equilibrate=False)
+                       feature_mask=feature_mask, equilibrate=False, remeasure=False)
     return pactran_from_stats(fs, feature_mask, lda=lda, s2_factor=s2_factor, max_iters=max_iters, tol=tol)
