@@ -5,7 +5,9 @@ block at a time (`row_blocks`): one [block, N] tile of distances is formed - squ
 distances as a GEMM, |a|^2 + |b|^2 - 2 a.b; Chebyshev (max-norm) distances, which no GEMM
 gives, as a loop over the D columns max-accumulating |a_d - b_d| into the tile - reduced (top-k, histogram) and
 dropped before the next block. The block size keeps one tile near `TILE_ELEMENTS` elements
-(64 MiB in float32), so N = 50,000 needs a few hundred MiB whatever D is.
+(64 MiB in float32), so N = 50,000 needs a few hundred MiB whatever D is. The nearest-neighbour
+search forms each distance once: a [block, block] tile per pair of row blocks I <= J serves
+the rows of both.
 
 `nearest_neighbors` is the shared k-NN search: it excludes the row itself by index (not by
 distance, so exact duplicates stay candidates), masked rows, and optionally rows of another
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jscore._numerics import mm
 
@@ -73,8 +76,17 @@ def chebyshev_tile(xb, x, unroll: int = 8):
 
 
 def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclidean",
-                      margin: int = 2, block: int | None = None, chunk: int | None = None):
-    """The k nearest other valid rows of every row, searched in row blocks.
+                      margin: int = 2, block: int | None = None):
+    """The k nearest other valid rows of every row, each pairwise distance formed once.
+
+    The rows (sorted by group first, when there are groups) are cut into blocks of `block`; for
+    every pair of blocks I <= J that can hold rows of one group, one [block, block] tile of
+    distances updates the running top-m candidates of block I's rows and, transposed, those of
+    block J's rows: half the work of a search row by row (for k-NN the N^2 D multiply-adds of the
+    GEMM, for TMI the max-norm loop over D). Blocks are visited in the order (0, 0), (0, 1), ...,
+    (1, 1), ..., so every row meets its candidate columns in increasing order and ties keep the
+    smaller index. With groups, block I's partners run from I to the last block holding a row of
+    I's last group (a loop with that trip count): the work is about sum_g n_g^2 D / 2.
 
     Args:
       x: [N, D] features (masked columns already zero).
@@ -85,10 +97,9 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
       metric: "euclidean" (GEMM tiles) or "chebyshev" (max-norm).
       margin: extra candidates taken from the GEMM tile before the exact Euclidean recomputation
         re-sorts them (guards against cancellation reordering near-ties).
-      block: rows per block (default: `block_size`; 128 with groups: a block of rows sorted by
-        group then spans few groups, so few columns are visited in vain).
-      chunk: with groups, columns per step of the same-group column range (default: 256 for the
-        max norm - a [block, 256] tile stays in cache through the loop over D - 1024 for Euclidean).
+      block: rows per block (static; default `EUCLIDEAN_BLOCK` = 1024 for the Euclidean metric
+        without groups, else `GROUPED_BLOCK` = 256: tiles within a group, and for the max norm
+        a tile that stays in cache through the loop over D).
 
     Returns:
       (dist [N, k], idx [N, k]): distances (squared for "euclidean", plain for "chebyshev") in
@@ -101,112 +112,77 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
     if k < 1 or k > n - 1:
         raise ValueError(f"k = {k} neighbours need N > k rows, got N = {n}")
     m = min(k + (margin if metric == "euclidean" else 0), n - 1)
-    if groups is not None:
-        return _grouped_neighbors(x, k, m, weights=weights, groups=groups, metric=metric, block=block,
-                                  chunk=chunk)
-    block = block or block_size(n, n)
+    if block is None:
+        block = EUCLIDEAN_BLOCK if metric == "euclidean" and groups is None else GROUPED_BLOCK
+    block = int(min(block, -(-n // 8) * 8))
     valid = weights > 0
-    cols = jnp.arange(n, dtype=jnp.int32)
-    xp = pad_rows(x, block)
-    gp = None if groups is None else pad_rows(groups, block)
-    x_sq = jnp.sum(x * x, axis=1) if metric == "euclidean" else None
+    if groups is None:
+        order = None
+        xs, gs, vs = x, jnp.zeros((n,), jnp.int32), valid
+    else:  # rows sorted by group, invalid rows last
+        key = jnp.where(valid, groups, jnp.iinfo(jnp.int32).max).astype(jnp.int32)
+        order = jnp.argsort(key, stable=True).astype(jnp.int32)
+        xs, gs, vs = x[order], key[order], valid[order]
+    num_blocks = -(-n // block)
+    xp, gp = pad_rows(xs, block), pad_rows(gs, block)
+    vp = pad_rows(vs, block)
+    if groups is None:
+        last_block = jnp.full((num_blocks,), num_blocks - 1, jnp.int32)
+    else:  # the last block holding a row of the group of block I's last row
+        hi = jnp.searchsorted(gs, gs, side="right").astype(jnp.int32)  # [N] end of each row's group
+        last_row = jnp.minimum(jnp.arange(num_blocks, dtype=jnp.int32) * block + block, n) - 1
+        last_block = (hi[last_row] - 1) // block
+    sq = jnp.sum(xp * xp, axis=1) if metric == "euclidean" else None
     inf = jnp.asarray(jnp.inf, x.dtype)
+    local = jnp.arange(block, dtype=jnp.int32)
 
-    def one_block(start):
-        xb = jax.lax.dynamic_slice_in_dim(xp, start, block)
-        rows = start + jnp.arange(block, dtype=jnp.int32)
+    def tile_of(r0, c0):
+        a, b = jax.lax.dynamic_slice_in_dim(xp, r0, block), jax.lax.dynamic_slice_in_dim(xp, c0, block)
         if metric == "euclidean":
-            dist = sq_euclidean_tile(xb, x, jnp.sum(xb * xb, axis=1), x_sq)
-        else:
-            dist = chebyshev_tile(xb, x)
-        ok = valid[None, :] & (cols[None, :] != rows[:, None])
-        if gp is not None:
-            ok &= jax.lax.dynamic_slice_in_dim(gp, start, block)[:, None] == groups[None, :]
-        dist = jnp.where(ok, dist, inf)
-        neg, idx = jax.lax.top_k(-dist, m)
-        found = jnp.isfinite(neg)
-        if metric == "euclidean":  # exact distances of the candidates, then re-sort
-            diff = x[idx] - xb[:, None, :]
-            d = jnp.where(found, jnp.sum(diff * diff, axis=-1), inf)
-        else:
-            d = -neg
-        idx = jnp.where(found, idx, n)  # missing candidates sort last
-        d, idx = jax.lax.sort((d, idx), dimension=1, num_keys=2)
-        d, idx = d[:, :k], idx[:, :k]
-        return d, jnp.where(idx < n, idx, -1)
+            return sq_euclidean_tile(a, b, jax.lax.dynamic_slice_in_dim(sq, r0, block),
+                                     jax.lax.dynamic_slice_in_dim(sq, c0, block))
+        return chebyshev_tile(a, b)
 
-    return row_blocks(one_block, n, block)
+    def update(carry, start, tile, cols):
+        best_d, best_i = carry
+        all_d = jnp.concatenate([jax.lax.dynamic_slice_in_dim(best_d, start, block), tile], axis=1)
+        all_i = jnp.concatenate([jax.lax.dynamic_slice_in_dim(best_i, start, block),
+                                 jnp.broadcast_to(cols, tile.shape)], axis=1)
+        neg, pos = jax.lax.top_k(-all_d, m)
+        return (jax.lax.dynamic_update_slice_in_dim(best_d, -neg, start, 0),
+                jax.lax.dynamic_update_slice_in_dim(best_i, jnp.take_along_axis(all_i, pos, axis=1), start, 0))
 
+    def pair(i, j, carry):
+        r0, c0 = i * block, j * block
+        rows, cols = r0 + local, c0 + local
+        tile = tile_of(r0, c0)
+        same = jax.lax.dynamic_slice_in_dim(gp, r0, block)[:, None] == jax.lax.dynamic_slice_in_dim(gp, c0, block)[None, :]
+        v_rows = jax.lax.dynamic_slice_in_dim(vp, r0, block)
+        v_cols = jax.lax.dynamic_slice_in_dim(vp, c0, block)
+        carry = update(carry, r0, jnp.where(same & v_cols[None, :] & (cols[None, :] != rows[:, None]), tile, inf), cols)
+        # The transposed tile serves block J's rows; on the diagonal (I = J) the update above did.
+        ok_t = (same & v_rows[:, None]).T & (i != j)
+        return update(carry, c0, jnp.where(ok_t, tile.T, inf), rows)
 
+    def row_block(i, carry):
+        return jax.lax.fori_loop(i, last_block[i] + 1, lambda j, c: pair(i, j, c), carry)
 
-def _tile(metric, xb, xc, xb_sq, xc_sq):
-    return sq_euclidean_tile(xb, xc, xb_sq, xc_sq) if metric == "euclidean" else chebyshev_tile(xb, xc)
-
-
-def _grouped_neighbors(x, k: int, m: int, *, weights, groups, metric: str, block: int | None,
-                       chunk: int | None):
-    """`nearest_neighbors` restricted to the row's group, visiting only same-group columns.
-
-    Rows are sorted by group once (invalid rows last); a block of consecutive sorted rows spans a
-    range of groups whose columns are contiguous, and only that column range is visited, in chunks
-    of `chunk` columns with a running top-m (a loop whose trip count is the range's length). The
-    work is about sum_g n_g^2 D instead of N^2 D.
-    """
-    n, d = x.shape
-    valid = weights > 0
-    key = jnp.where(valid, groups, jnp.iinfo(jnp.int32).max).astype(jnp.int32)
-    order = jnp.argsort(key, stable=True).astype(jnp.int32)
-    xs, gs, vs = x[order], key[order], valid[order]
-    lo = jnp.searchsorted(gs, gs, side="left").astype(jnp.int32)
-    hi = jnp.searchsorted(gs, gs, side="right").astype(jnp.int32)
-    block = block or min(128, -(-n // 8) * 8)
-    if chunk is None:
-        chunk = 256 if metric == "chebyshev" else 1024
-    chunk = int(min(chunk, -(-n // 8) * 8))
-    xs_rows, gs_rows = pad_rows(xs, block), pad_rows(gs, block)
-    lo_rows, hi_rows = pad_rows(lo, block), pad_rows(hi, block)
-    xs_cols = pad_rows(jnp.concatenate([xs, jnp.zeros((chunk, d), x.dtype)]), 1)
-    gs_cols = jnp.concatenate([gs, jnp.full((chunk,), -1, gs.dtype)])
-    vs_cols = jnp.concatenate([vs, jnp.zeros((chunk,), bool)])
-    sq = jnp.sum(xs_cols * xs_cols, axis=1) if metric == "euclidean" else None
-    inf = jnp.asarray(jnp.inf, x.dtype)
-
-    def one_block(start):
-        xb = jax.lax.dynamic_slice_in_dim(xs_rows, start, block)
-        gb = jax.lax.dynamic_slice_in_dim(gs_rows, start, block)
-        rows = start + jnp.arange(block, dtype=jnp.int32)
-        last = jnp.minimum(start + block, n) - 1
-        col_lo = lo_rows[start]
-        col_hi = jnp.maximum(hi_rows[last], col_lo)
-        xb_sq = jnp.sum(xb * xb, axis=1) if metric == "euclidean" else None
-
-        def body(t, best):
-            c0 = col_lo + t * chunk
-            xc = jax.lax.dynamic_slice_in_dim(xs_cols, c0, chunk)
-            cols = c0 + jnp.arange(chunk, dtype=jnp.int32)
-            dist = _tile(metric, xb, xc, xb_sq,
-                         None if sq is None else jax.lax.dynamic_slice_in_dim(sq, c0, chunk))
-            ok = (jax.lax.dynamic_slice_in_dim(gs_cols, c0, chunk)[None, :] == gb[:, None])
-            ok &= jax.lax.dynamic_slice_in_dim(vs_cols, c0, chunk)[None, :] & (cols[None, :] != rows[:, None])
-            ok &= (cols < col_hi)[None, :]
-            dist = jnp.where(ok, dist, inf)
-            all_d = jnp.concatenate([best[0], dist], axis=1)
-            all_i = jnp.concatenate([best[1], jnp.broadcast_to(cols, dist.shape)], axis=1)
-            neg, pos = jax.lax.top_k(-all_d, m)
-            return -neg, jnp.take_along_axis(all_i, pos, axis=1)
-
-        init = (jnp.full((block, m), inf), jnp.full((block, m), n, jnp.int32))
-        trips = (col_hi - col_lo + chunk - 1) // chunk
-        dist, idx = jax.lax.fori_loop(0, trips, body, init)
-        found = jnp.isfinite(dist)
-        orig = jnp.where(found, order[jnp.minimum(idx, n - 1)], n)
-        if metric == "euclidean":  # exact distances of the candidates
-            diff = x[jnp.minimum(orig, n - 1)] - xb[:, None, :]
-            dist = jnp.where(found, jnp.sum(diff * diff, axis=-1), inf)
-        dist, orig = jax.lax.sort((dist, orig), dimension=1, num_keys=2)
-        return dist[:, :k], jnp.where(orig[:, :k] < n, orig[:, :k], -1)
-
-    dist_s, idx_s = row_blocks(one_block, n, block)
-    # Back from sorted to the original row order.
+    init = (jnp.full((num_blocks * block, m), inf, x.dtype), jnp.full((num_blocks * block, m), n, jnp.int32))
+    best_d, best_i = jax.lax.fori_loop(0, num_blocks, row_block, init)
+    best_d, best_i = best_d[:n], best_i[:n]
+    found = jnp.isfinite(best_d) & (best_i < n)
+    orig = best_i if order is None else jnp.where(found, order[jnp.minimum(best_i, n - 1)], n)
+    if metric == "euclidean":  # exact distances of the candidates
+        diff = x[jnp.minimum(orig, n - 1)] - xs[:, None, :]
+        best_d = jnp.where(found, jnp.sum(diff * diff, axis=-1), inf)
+    orig = jnp.where(found, orig, n)  # missing candidates sort last
+    dist, orig = jax.lax.sort((best_d, orig), dimension=1, num_keys=2)
+    dist, orig = dist[:, :k], jnp.where(orig[:, :k] < n, orig[:, :k], -1)
+    if order is None:
+        return dist, orig
     inverse = jnp.zeros((n,), jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
-    return dist_s[inverse], idx_s[inverse]
+    return dist[inverse], orig[inverse]
+
+
+EUCLIDEAN_BLOCK = 1024
+GROUPED_BLOCK = 256

@@ -121,8 +121,9 @@ def test_nearest_neighbors_blocked_equals_brute_force(metric, grouped, x64):
     groups = rng.integers(0, 3, 53)
     groups[10] = groups[3]
     k = 3
-    # block 8 and chunk 8: several row blocks and, with groups, several column steps per block.
-    d, idx = nearest_neighbors(jnp.asarray(x), k, weights=jnp.asarray(w), metric=metric, block=8, chunk=8,
+    # block 8: several pairs of row blocks, with groups several partners per block and groups
+    # spanning blocks.
+    d, idx = nearest_neighbors(jnp.asarray(x), k, weights=jnp.asarray(w), metric=metric, block=8,
                                groups=jnp.asarray(groups) if grouped else None)
     full = cdist(x, x, "sqeuclidean" if metric == "euclidean" else "chebyshev")
     for i in np.flatnonzero(w > 0):  # masked rows' own results are unspecified
@@ -134,6 +135,29 @@ def test_nearest_neighbors_blocked_equals_brute_force(metric, grouped, x64):
         np.testing.assert_array_equal(np.asarray(idx[i]), order, err_msg=f"row {i}")
         np.testing.assert_allclose(np.asarray(d[i]), full[i, order], rtol=1e-12, atol=1e-12)
     assert float(d[3, 0]) == 0.0 and int(idx[3, 0]) == 10
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "chebyshev"])
+@pytest.mark.parametrize("grouped", [False, True])
+def test_nearest_neighbors_ties_go_to_the_smaller_index(metric, grouped):
+    """Points on a small integer grid: most distances tie exactly (in float32 too). Each pair of
+    blocks is visited once, and a row meets its candidates through its own row updates and through
+    transposed tiles of earlier blocks; the k kept must still be the smallest indices among ties."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 3, size=(45, 2)).astype(np.float32)
+    groups = rng.integers(0, 2, 45)
+    w = np.ones(45)
+    k = 4
+    d, idx = nearest_neighbors(jnp.asarray(x), k, weights=jnp.asarray(w), metric=metric, block=8,
+                               groups=jnp.asarray(groups) if grouped else None)
+    full = cdist(x.astype(np.float64), x.astype(np.float64), "sqeuclidean" if metric == "euclidean" else "chebyshev")
+    for i in range(45):
+        ok = np.arange(45) != i
+        if grouped:
+            ok &= groups == groups[i]
+        cand = np.flatnonzero(ok)
+        order = cand[np.lexsort((cand, full[i, cand]))][:k]
+        np.testing.assert_array_equal(np.asarray(idx[i]), order, err_msg=f"row {i}")
 
 
 def test_nearest_neighbors_marks_missing_candidates():
