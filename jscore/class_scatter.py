@@ -31,6 +31,8 @@ def kept_pc_scores(fs: FeatureStats, k: int | None = None):
     kept = fs.kept[:k]
     if fs.is_gram:
         z = fs.evecs[:, :k] * jnp.sqrt(jnp.where(kept, fs.evals[:k], 0))[None, :]
+    elif fs.pc is not None:  # formed by the eigenvalue re-measure
+        z = fs.pc[:, :k]
     else:
         z = mm(fs.xc, fs.evecs[:, :k])
     return jnp.where(kept[None, :], z, 0) * fs.labels.weights[:, None]

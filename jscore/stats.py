@@ -73,6 +73,11 @@ class FeatureStats(NamedTuple):
       class_dev: [C, D] mu_c - mu (zero for absent classes),
       class_scatter: [C, D, D] within-class scatters sum_{i in c} (x_i - mu_c)(x_i - mu_c)^T, or None,
       row_norm4: scalar sum_i |x_i - mu|^4 / scale^4 (Ledoit-Wolf), or None.
+
+    pc: [N, D] the principal-component scores Xc V (features' units, columns in the order of
+    `evals`) on the scatter path when the eigenvalues were re-measured from them (that product
+    is formed anyway), else None; `kept_pc_scores` and `pc_scores` read it instead of forming it
+    again.
     """
 
     labels: LabelStats
@@ -93,6 +98,7 @@ class FeatureStats(NamedTuple):
     class_dev: jax.Array = None
     class_scatter: jax.Array = None
     row_norm4: jax.Array = None
+    pc: jax.Array = None
 
     @property
     def is_gram(self) -> bool:
@@ -182,7 +188,7 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
     if rcond is None:
         rcond = default_rcond(n_rows, n_cols, dtype)
 
-    evals = evecs = kept = class_proj = mean_proj = mean_null_sq = None
+    evals = evecs = kept = class_proj = mean_proj = mean_null_sq = pc = None
     eq_evals = eq_evecs = eq_kept = None
     scatter_s = None
     if equilibrate:
@@ -219,9 +225,10 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
             # plus eps times its own size, so weak directions (a few massive activations beside
             # them) keep their eigenvalue. The rank decision uses the same relative cut-off.
             if remeasure:
-                lam = jnp.sum(mm(xg, v) ** 2, axis=0)
+                pc = mm(xg, v)
+                lam = jnp.sum(pc**2, axis=0)
                 order = jnp.argsort(-lam)
-                lam, v = lam[order], v[:, order]
+                lam, v, pc = lam[order], v[:, order], pc[:, order]
                 kept = rank_mask(lam, rcond**2)
             else:
                 kept = rank_mask(lam, rcond)
@@ -235,8 +242,10 @@ def feature_stats(features, labels, *, num_classes: int, sample_mask=None, featu
         class_proj = class_proj * scale + poison
         mean_proj = mean_proj * scale + poison
         mean_null_sq = mean_null_sq * scale**2 + poison
+        if pc is not None:
+            pc = pc * scale + poison
     return FeatureStats(ls, xc + poison, mean + poison, fmask.sum(), evals, evecs, kept, class_proj,
-                        mean_proj, mean_null_sq, scale + poison, col_scale, eq_evals, eq_evecs, eq_kept)
+                        mean_proj, mean_null_sq, scale + poison, col_scale, eq_evals, eq_evecs, eq_kept, pc=pc)
 
 
 def pc_scores(fs: FeatureStats, k: int):
@@ -246,6 +255,8 @@ def pc_scores(fs: FeatureStats, k: int):
     k = min(k, fs.evals.shape[0])
     if fs.is_gram:
         return fs.evecs[:, :k] * jnp.sqrt(fs.evals[:k])[None, :]
+    if fs.pc is not None:
+        return fs.pc[:, :k]
     return mm(fs.xc, fs.evecs[:, :k])
 
 
