@@ -85,8 +85,9 @@ class GroundTruth:
             what += " from the linear probe's head (LP-FT)"
         if self.optimizer != "sgd":
             what += f" with {self.optimizer}"
-        return (f"{what}, search {self.search} (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd "
-                f"{self.wd_range[0]:g}..{self.wd_range[1]:g}), {self.epochs} epochs, batch {self.batch_size}, "
+        ranges = "" if self.search.startswith("point:") else (  # a point uses no range
+            f" (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd {self.wd_range[0]:g}..{self.wd_range[1]:g})")
+        return (f"{what}, search {self.search}{ranges}, {self.epochs} epochs, batch {self.batch_size}, "
                 f"seeds {list(self.seeds)}, selected by {self.select_by}; truth = test {self.truth}"
                 + (f"; datasets {list(self.datasets)}" if self.datasets else ""))
 

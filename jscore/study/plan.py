@@ -177,13 +177,25 @@ def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
     the evaluation (it needs every unit). Keys and ids are those of the full plan, so what a
     restricted run records is what the full study finds done (`jscore study --datasets/--truths`).
 
-    Raises ValueError naming an unknown dataset or ground truth."""
+    Raises ValueError naming an unknown dataset or ground truth, or when none of the named ground
+    truths covers any of the named datasets (one that covers none beside others that do: a
+    warning)."""
     cfg = plan.config
     for what, names, known in (("--datasets", datasets, [d.name for d in cfg.datasets]),
                                ("--truths", truths, [g.name for g in cfg.truths()])):
         unknown = sorted(set(names or ()) - set(known))
         if unknown:
             raise ValueError(f"{what}: {unknown} not in the study (it has {known})")
+    if datasets is not None and truths is not None:  # a truth asked for on datasets it does not cover
+        idle = [f"--truths {gt.name}: that ground truth covers datasets {list(gt.datasets)}, none of --datasets "
+                f"{sorted(datasets)}" for gt in cfg.truths()
+                if gt.name in truths and not any(gt.covers(d) for d in datasets)]
+        if len(idle) == len(set(truths)):
+            raise ValueError("; ".join(idle) + ": nothing to run")
+        if idle:
+            import warnings
+
+            warnings.warn("; ".join(idle) + ": it runs nothing here", UserWarning, stacklevel=2)
     keep = {}
     for stage, units in plan.units.items():
         if stage == "evaluate":

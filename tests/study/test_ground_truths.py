@@ -203,6 +203,10 @@ def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys)
     assert {u.args["truth"] for u in part.units["truth"]} == {"short"}
     with pytest.raises(ValueError, match=r"--truths: \['shrot'\] not in the study"):
         restrict(plan, truths=["shrot"])
+    with pytest.raises(ValueError, match=r"--truths long: that ground truth covers datasets \['toy'\], none of"):
+        restrict(plan, datasets=["toy2"], truths=["long"])  # "long" covers toy only: nothing to run
+    with pytest.warns(UserWarning, match="--truths long: .* it runs nothing here"):
+        assert restrict(plan, datasets=["toy2"], truths=["short", "long"]).units["truth"]  # "short" does
     assert main(["study", path, "--datasets", "toy3", "--no-progress"]) == 2
     assert "--datasets: ['toy3'] not in the study" in capsys.readouterr().err
 
@@ -238,3 +242,11 @@ def test_dry_run_estimates_each_ground_truth_from_its_own_records(tmp_path):
     assert est["estimate_s"] == 1212.0 and est["todo"] == 16
     text = format_plan(plan)
     assert "  short" in text and "  long" in text
+
+
+def test_describe_leaves_out_ranges_a_point_does_not_use():
+    from jscore.study.config import GroundTruth
+
+    assert "lr 0.0001..0.1" in GroundTruth(search="halton:4").describe()
+    point = GroundTruth(search="point:0.01,1e-5").describe()
+    assert "search point:0.01,1e-5," in point and ".." not in point
