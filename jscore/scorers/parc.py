@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscore._numerics import mm, safe_div
-from jscore._pairwise import block_size, pad_rows, row_blocks
+from jscore._pairwise import pad_rows
 from jscore.stats import FeatureStats, LabelStats, centred_features, feature_stats
 
 PCA_MODES = ("randomized", "exact")
@@ -176,27 +176,33 @@ def _spearman_sort(u, cls, weights):
     return _rank_correlation(num, n_w, n_b, var_ranks)
 
 
-def _spearman_histogram(u, cls, weights, bins: int):
-    """Spearman from a histogram of the dissimilarities in [0, 2] (`bins` equal bins), built in
-    row blocks (memory O(N * block)); pairs in one bin count as tied for the rank sums."""
-    n = u.shape[0]
-    block = block_size(n, n)
-    up, cp, wp = pad_rows(u, block), pad_rows(cls, block), pad_rows(weights, block)
-    cols = jnp.arange(n)
-    valid_col = weights > 0
+HISTOGRAM_BLOCK = 1024
 
-    def add_block(hist, start):
-        ub = jax.lax.dynamic_slice_in_dim(up, start, block)
-        rows = start + jnp.arange(block)
-        rdm = 1 - mm(ub, u.T)
-        ok = (rows[:, None] < cols[None, :]) & valid_col[None, :]
-        ok &= (jax.lax.dynamic_slice_in_dim(wp, start, block) > 0)[:, None]
-        between = jax.lax.dynamic_slice_in_dim(cp, start, block)[:, None] != cls[None, :]
+
+def _spearman_histogram(u, cls, weights, bins: int, block: int = HISTOGRAM_BLOCK):
+    """Spearman from a histogram of the dissimilarities in [0, 2] (`bins` equal bins), built from
+    [block, block] tiles of the pairs of row blocks I <= J only (the pairs i < j lie there; memory
+    O(block^2)); pairs in one bin count as tied for the rank sums."""
+    n = u.shape[0]
+    block = int(min(block, -(-n // 8) * 8))
+    num_blocks = -(-n // block)
+    up, cp, wp = pad_rows(u, block), pad_rows(cls, block), pad_rows(weights, block)  # padded rows: weight 0
+    local = jnp.arange(block)
+
+    def add_tile(i, j, hist):
+        r0, c0 = i * block, j * block
+        ub, uc = jax.lax.dynamic_slice_in_dim(up, r0, block), jax.lax.dynamic_slice_in_dim(up, c0, block)
+        rdm = 1 - mm(ub, uc.T)
+        ok = ((r0 + local)[:, None] < (c0 + local)[None, :])
+        ok &= (jax.lax.dynamic_slice_in_dim(wp, r0, block) > 0)[:, None]
+        ok &= (jax.lax.dynamic_slice_in_dim(wp, c0, block) > 0)[None, :]
+        between = jax.lax.dynamic_slice_in_dim(cp, r0, block)[:, None] != jax.lax.dynamic_slice_in_dim(cp, c0, block)[None, :]
         idx = jnp.clip(jnp.floor(rdm * (bins / 2)), 0, bins - 1).astype(jnp.int32)
         idx = idx + bins * between.astype(jnp.int32)
         return hist.at[idx.ravel()].add(ok.ravel().astype(jnp.int32))
 
-    hist = row_blocks(add_block, n, block, init=jnp.zeros((2 * bins,), jnp.int32)).astype(u.dtype)
+    hist = jax.lax.fori_loop(0, num_blocks, lambda i, h: jax.lax.fori_loop(i, num_blocks, lambda j, hh: add_tile(i, j, hh), h),
+                             jnp.zeros((2 * bins,), jnp.int32)).astype(u.dtype)
     hw, hb = hist[:bins], hist[bins:]
     n_w, n_b = jnp.sum(hw), jnp.sum(hb)
     before = jnp.cumsum(hw) - hw
