@@ -15,6 +15,8 @@ import argparse
 import os
 import sys
 
+from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
@@ -48,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--batch-size", type=int, default=128)
     g.add_argument("--eval-batch-size", type=int, default=256)
-    g.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd (the paper's: Nesterov momentum, coupled weight decay) or adamw (Adam with "
                         "decoupled weight decay; --momentum and --no-nesterov then do not apply)")
     g.add_argument("--momentum", type=float, default=0.9)
@@ -58,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="linear-probe fast path (with --mode probe): extract the backbone's features once "
                         "into DIR (or reuse them) and train the probe on them, without augmentation")
     g.add_argument("--no-augment", action="store_true", help="train on centre crops (no flips, crops, rotation, hue)")
-    g.add_argument("--head-init", choices=("random", "probe"), default="random",
+    g.add_argument("--head-init", choices=HEAD_INITS, default="random",
                    help="the new head's start: random (nn.Linear's) or probe (LP-FT: the L2 logistic regression "
                         "on the frozen features, its strength chosen on val; full mode only)")
     g.add_argument("--image-size", type=int, help="model input side (default: the backbone's)")

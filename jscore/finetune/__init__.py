@@ -8,8 +8,9 @@
 Modules: `search` (Halton/grid/random points), `augment` (on-device augmentation), `train`
 (optimizer, pure steps), `loop` (one resumable data-parallel run), `sweep` (many runs, records),
 `records` (runs.jsonl, CSV tables, ground truth), `probe` (linear probe on cached features),
-`checkpoint` (orbax), `data` (datasets to host arrays). Importing this package loads jax, flax,
-optax lazily: only `search` and `records` are light.
+`checkpoint` (orbax), `data` (datasets to host arrays), `choices` (the recipe's named options).
+Importing this package loads jax, flax, optax lazily: only `search`, `records` and `choices` are
+light.
 """
 
 _LAZY = {

@@ -20,10 +20,8 @@ import optax
 
 from jscore.backbones.base import Backbone
 from jscore.finetune.augment import AugmentConfig
+from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
 from jscore.finetune.metrics import confusion_matrix
-
-
-OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +51,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.mode not in ("full", "probe"):
             raise ValueError(f"mode must be 'full' or 'probe', got {self.mode!r}")
-        if self.head_init not in ("random", "probe"):
-            raise ValueError(f"head_init must be 'random' or 'probe', got {self.head_init!r}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
         if self.head_init == "probe" and self.mode != "full":
             raise ValueError("head_init='probe' (LP-FT) applies to full fine-tuning; a probe already trains only the head")
         if self.optimizer not in OPTIMIZERS:

@@ -298,12 +298,14 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
         gt = dataclasses.replace(gt, name=gt.recipe)
     if gt.recipe not in RECIPES:
         raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
-    if gt.head_init not in ("random", "probe"):
-        raise ValueError(f"{w}: head_init must be 'random' or 'probe', got {gt.head_init!r}")
+    from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
+
+    if gt.head_init not in HEAD_INITS:
+        raise ValueError(f"{w}: head_init must be one of {HEAD_INITS}, got {gt.head_init!r}")
     if gt.head_init == "probe" and gt.recipe != "finetune":
         raise ValueError(f"{w}: head_init = 'probe' (LP-FT) applies to recipe = 'finetune' only")
-    if gt.optimizer not in ("sgd", "adamw"):
-        raise ValueError(f"{w}: optimizer must be 'sgd' or 'adamw', got {gt.optimizer!r}")
+    if gt.optimizer not in OPTIMIZERS:
+        raise ValueError(f"{w}: optimizer must be one of {OPTIMIZERS}, got {gt.optimizer!r}")
     if gt.optimizer != "sgd" and gt.recipe != "finetune":
         raise ValueError(f"{w}: optimizer = {gt.optimizer!r} applies to recipe = 'finetune' only (the probe's "
                          "recipe is fixed)")
