@@ -53,8 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
                    help="sgd (the paper's: Nesterov momentum, coupled weight decay) or adamw (Adam with "
                         "decoupled weight decay; --momentum and --no-nesterov then do not apply)")
-    g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--no-nesterov", action="store_true")
+    g.add_argument("--momentum", type=float, default=None, help="SGD's momentum (default 0.9)")
+    g.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov's (SGD)")
     g.add_argument("--end-lr", type=float, default=1e-6, help="the cosine schedule's final learning rate")
     g.add_argument("--features-cache", metavar="DIR",
                    help="linear-probe fast path (with --mode probe): extract the backbone's features once "
@@ -97,6 +97,10 @@ def run(args) -> int:
         raise ValueError("--devices and --distributed do not combine: a multi-host run uses every device")
     if args.features_cache and args.mode != "probe":
         raise ValueError("--features-cache is the linear-probe fast path: use it with --mode probe")
+    if args.optimizer != "sgd" and (args.momentum is not None or args.no_nesterov):
+        raise ValueError(f"--momentum and --no-nesterov apply to --optimizer sgd, not {args.optimizer}")
+    if args.optimizer != "sgd" and args.mode != "full":
+        raise ValueError(f"--optimizer {args.optimizer} applies to --mode full: the linear probe's recipe is SGD")
     if args.head_init == "probe" and args.mode != "full":
         # Checked before any image is read or feature extracted.
         raise ValueError("--head-init probe (LP-FT) applies to --mode full: a probe already trains only the head")
@@ -153,7 +157,7 @@ def run(args) -> int:
         devices = jax.local_devices()[: args.devices]
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-        momentum=args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
+        momentum=0.9 if args.momentum is None else args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
         mode=args.mode, compute_dtype="bfloat16" if args.bf16 else "float32",
         augment=not args.no_augment, seed=args.seed, head_init=args.head_init, optimizer=args.optimizer,
     )
@@ -188,6 +192,7 @@ def run(args) -> int:
             if row["model"] == args.backbone and row["dataset"] == dataset_name:
                 print(f"ground truth {row['model']} on {row['dataset']}: balanced accuracy "
                       f"{row['balanced_accuracy']:.4f}, accuracy {row['accuracy']:.4f} "
-                      f"(lr {row['learning_rate']:.3g}, wd {row['weight_decay']:.3g}, by {row['selected_by']})")
+                      f"({row.get('optimizer') or 'sgd'}, lr {row['learning_rate']:.3g}, wd {row['weight_decay']:.3g}, "
+                      f"by {row['selected_by']})")
     sys.stdout.flush()
     return 0

@@ -172,6 +172,8 @@ def ground_truth(records: Iterable[dict], select_by: str = "val_balanced_accurac
             "val_loss": r["val_loss"],
             "learning_rate": r["learning_rate"],
             "weight_decay": r["weight_decay"],
+            "optimizer": r.get("optimizer", "sgd"),  # records before AdamW existed ran SGD
+            "head_init": r.get("head_init", "random"),
             "best_epoch": r["best_epoch"],
             "run_id": r["run_id"],
             "selected_by": select_by,

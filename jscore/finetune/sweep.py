@@ -34,6 +34,8 @@ def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images"
         cfg.pop("head_init")  # the default before LP-FT existed: earlier runs keep their ids
     if cfg["optimizer"] == "sgd":
         cfg.pop("optimizer")  # likewise the default before AdamW existed
+    else:  # momentum and Nesterov are SGD's: they do not make another AdamW run
+        cfg.pop("momentum"), cfg.pop("nesterov")
     key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = lambda s: re.sub(r"[^A-Za-z0-9.\-]+", "-", s).strip("-")[:60]  # noqa: E731
@@ -132,8 +134,8 @@ def sweep(
             "inputs": inputs,
             "learning_rate": config.learning_rate,
             "weight_decay": config.weight_decay,
-            "momentum": config.momentum,
-            "nesterov": config.nesterov,
+            "momentum": config.momentum if config.optimizer == "sgd" else None,
+            "nesterov": config.nesterov if config.optimizer == "sgd" else None,
             "end_learning_rate": config.end_learning_rate,
             "batch_size": config.batch_size,
             "epochs": config.epochs,

@@ -57,6 +57,8 @@ class TrainConfig:
             raise ValueError("head_init='probe' (LP-FT) applies to full fine-tuning; a probe already trains only the head")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.optimizer != "sgd" and self.mode != "full":
+            raise ValueError(f"optimizer={self.optimizer!r} applies to full fine-tuning; the probe's recipe is SGD")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         if not self.learning_rate > 0:

@@ -177,9 +177,8 @@ def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
     the evaluation (it needs every unit). Keys and ids are those of the full plan, so what a
     restricted run records is what the full study finds done (`jscore study --datasets/--truths`).
 
-    Raises ValueError naming an unknown dataset or ground truth, or when none of the named ground
-    truths covers any of the named datasets (one that covers none beside others that do: a
-    warning)."""
+    Raises ValueError naming an unknown dataset or ground truth; warns about a named ground truth
+    that covers none of the named datasets (it runs nothing there)."""
     cfg = plan.config
     for what, names, known in (("--datasets", datasets, [d.name for d in cfg.datasets]),
                                ("--truths", truths, [g.name for g in cfg.truths()])):
@@ -190,9 +189,7 @@ def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
         idle = [f"--truths {gt.name}: that ground truth covers datasets {list(gt.datasets)}, none of --datasets "
                 f"{sorted(datasets)}" for gt in cfg.truths()
                 if gt.name in truths and not any(gt.covers(d) for d in datasets)]
-        if len(idle) == len(set(truths)):
-            raise ValueError("; ".join(idle) + ": nothing to run")
-        if idle:
+        if idle:  # a warning, not an error: the run may be for the extract and score stages
             import warnings
 
             warnings.warn("; ".join(idle) + ": it runs nothing here", UserWarning, stacklevel=2)

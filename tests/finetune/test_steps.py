@@ -122,6 +122,15 @@ def test_adamw_matches_numpy_adam_decoupled_decay_cosine(x64):
     assert not np.allclose(w, w0)
 
 
+def test_adamw_run_id_ignores_sgd_only_fields_and_differs_from_sgd():
+    from jscore.finetune.sweep import run_id
+
+    adamw = TrainConfig(optimizer="adamw")
+    assert run_id("m", "d", adamw) == run_id("m", "d", TrainConfig(optimizer="adamw", momentum=0.5, nesterov=False))
+    assert run_id("m", "d", adamw) != run_id("m", "d", TrainConfig())
+    assert run_id("m", "d", TrainConfig()) != run_id("m", "d", TrainConfig(momentum=0.5))  # SGD's own field
+
+
 def test_unknown_optimizer_is_a_clear_error():
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(optimizer="adam").validate()

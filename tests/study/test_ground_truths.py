@@ -203,8 +203,9 @@ def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys)
     assert {u.args["truth"] for u in part.units["truth"]} == {"short"}
     with pytest.raises(ValueError, match=r"--truths: \['shrot'\] not in the study"):
         restrict(plan, truths=["shrot"])
-    with pytest.raises(ValueError, match=r"--truths long: that ground truth covers datasets \['toy'\], none of"):
-        restrict(plan, datasets=["toy2"], truths=["long"])  # "long" covers toy only: nothing to run
+    with pytest.warns(UserWarning, match=r"--truths long: that ground truth covers datasets \['toy'\], none of"):
+        idle = restrict(plan, datasets=["toy2"], truths=["long"])  # "long" covers toy only
+    assert not idle.units["truth"] and idle.units["extract"]  # extraction and scoring still run
     with pytest.warns(UserWarning, match="--truths long: .* it runs nothing here"):
         assert restrict(plan, datasets=["toy2"], truths=["short", "long"]).units["truth"]  # "short" does
     assert main(["study", path, "--datasets", "toy3", "--no-progress"]) == 2
