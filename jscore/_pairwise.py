@@ -1,13 +1,12 @@
-"""Pairwise distances in row blocks: memory O(N * block), never an N x N matrix.
+"""Pairwise distances over pairs of row blocks: memory O(block^2 + N), never an N x N matrix.
 
-k-NN accuracy, TMI and PARC compare every sample with every other. Here the rows are taken a
-block at a time (`row_blocks`): one [block, N] tile of distances is formed - squared Euclidean
-distances as a GEMM, |a|^2 + |b|^2 - 2 a.b; Chebyshev (max-norm) distances, which no GEMM
-gives, as a loop over the D columns max-accumulating |a_d - b_d| into the tile - reduced (top-k, histogram) and
-dropped before the next block. The block size keeps one tile near `TILE_ELEMENTS` elements
-(64 MiB in float32), so N = 50,000 needs a few hundred MiB whatever D is. The nearest-neighbour
-search forms each distance once: a [block, block] tile per pair of row blocks I <= J serves
-the rows of both.
+k-NN accuracy, TMI and PARC compare every sample with every other. Here the rows are cut into
+blocks and each pair of blocks I <= J is visited once (`over_block_pairs`): one [block, block]
+tile of distances is formed - squared Euclidean distances as a GEMM, |a|^2 + |b|^2 - 2 a.b;
+Chebyshev (max-norm) distances, which no GEMM gives, as a loop over the D columns
+max-accumulating |a_d - b_d| into the tile - reduced (running top-k of both blocks' rows, a
+histogram of the pairs i < j) and dropped before the next pair. Each distance is formed once,
+and N = 50,000 needs a few hundred MiB whatever D is.
 
 `nearest_neighbors` is the shared k-NN search: it excludes the row itself by index (not by
 distance, so exact duplicates stay candidates), masked rows, and optionally rows of another
@@ -24,31 +23,23 @@ import numpy as np
 
 from jscore._numerics import mm
 
-TILE_ELEMENTS = 1 << 24
 METRICS = ("euclidean", "chebyshev")
 
 
-def block_size(num_rows: int, num_cols: int, tile_elements: int = TILE_ELEMENTS) -> int:
-    """Rows per block so that a [block, num_cols] tile holds about `tile_elements` elements
-    (a multiple of 8, at least 8, at most num_rows rounded up to 8)."""
-    b = max(8, (tile_elements // max(num_cols, 1)) // 8 * 8)
-    return int(min(b, -(-num_rows // 8) * 8))
+def block_rows(block: int, num_rows: int) -> int:
+    """Rows per block: `block`, at most num_rows rounded up to a multiple of 8."""
+    return int(min(block, -(-num_rows // 8) * 8))
 
 
-def row_blocks(fn, num_rows: int, block: int, init=None):
-    """Run `fn` over the row blocks [s, s + block) of `num_rows` rows (the last block padded).
+def over_block_pairs(fn, num_blocks: int, init, last=None):
+    """carry = fn(i, j, carry) for every pair of row blocks i <= j, in the order (0, 0), (0, 1),
+    ..., (1, 1), ...: every row block meets its partners in increasing order. `last` [num_blocks]
+    (optional) stops block i's partners at last[i] (a loop with that trip count)."""
+    def row(i, carry):
+        stop = num_blocks if last is None else last[i] + 1
+        return jax.lax.fori_loop(i, stop, lambda j, c: fn(i, j, c), carry)
 
-    Without `init`: fn(start) -> pytree of [block, ...] arrays; returns them concatenated and cut
-    to [num_rows, ...]. With `init`: fn(carry, start) -> carry, a reduction over blocks (e.g. a
-    histogram); returns the final carry. One compiled loop body (lax.map / lax.scan).
-    """
-    num_blocks = -(-num_rows // block)
-    starts = jnp.arange(num_blocks, dtype=jnp.int32) * block
-    if init is not None:
-        carry, _ = jax.lax.scan(lambda c, s: (fn(c, s), None), init, starts)
-        return carry
-    out = jax.lax.map(fn, starts)
-    return jax.tree_util.tree_map(lambda a: a.reshape((num_blocks * block,) + a.shape[2:])[:num_rows], out)
+    return jax.lax.fori_loop(0, num_blocks, row, init)
 
 
 def pad_rows(x, multiple: int):
@@ -114,7 +105,7 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
     m = min(k + (margin if metric == "euclidean" else 0), n - 1)
     if block is None:
         block = EUCLIDEAN_BLOCK if metric == "euclidean" and groups is None else GROUPED_BLOCK
-    block = int(min(block, -(-n // 8) * 8))
+    block = block_rows(block, n)
     valid = weights > 0
     if groups is None:
         order = None
@@ -126,9 +117,8 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
     num_blocks = -(-n // block)
     xp, gp = pad_rows(xs, block), pad_rows(gs, block)
     vp = pad_rows(vs, block)
-    if groups is None:
-        last_block = jnp.full((num_blocks,), num_blocks - 1, jnp.int32)
-    else:  # the last block holding a row of the group of block I's last row
+    last_block = None
+    if groups is not None:  # the last block holding a row of the group of block I's last row
         hi = jnp.searchsorted(gs, gs, side="right").astype(jnp.int32)  # [N] end of each row's group
         last_row = jnp.minimum(jnp.arange(num_blocks, dtype=jnp.int32) * block + block, n) - 1
         last_block = (hi[last_row] - 1) // block
@@ -164,18 +154,21 @@ def nearest_neighbors(x, k: int, *, weights, groups=None, metric: str = "euclide
         ok_t = (same & v_rows[:, None]).T & (i != j)
         return update(carry, c0, jnp.where(ok_t, tile.T, inf), rows)
 
-    def row_block(i, carry):
-        return jax.lax.fori_loop(i, last_block[i] + 1, lambda j, c: pair(i, j, c), carry)
-
     init = (jnp.full((num_blocks * block, m), inf, x.dtype), jnp.full((num_blocks * block, m), n, jnp.int32))
-    best_d, best_i = jax.lax.fori_loop(0, num_blocks, row_block, init)
-    best_d, best_i = best_d[:n], best_i[:n]
+    best_d, best_i = over_block_pairs(pair, num_blocks, init, last_block)
     found = jnp.isfinite(best_d) & (best_i < n)
     orig = best_i if order is None else jnp.where(found, order[jnp.minimum(best_i, n - 1)], n)
-    if metric == "euclidean":  # exact distances of the candidates
-        diff = x[jnp.minimum(orig, n - 1)] - xs[:, None, :]
-        best_d = jnp.where(found, jnp.sum(diff * diff, axis=-1), inf)
-    orig = jnp.where(found, orig, n)  # missing candidates sort last
+    if metric == "euclidean":  # exact distances of the candidates, a row block at a time
+        def exact(args):
+            xb, ib = args  # [block, D], [block, m]
+            diff = x[jnp.minimum(ib, n - 1)] - xb[:, None, :]
+            return jnp.sum(diff * diff, axis=-1)
+
+        shape = (num_blocks, block)
+        sq_dist = jax.lax.map(exact, (xp.reshape(shape + xp.shape[1:]), orig.reshape(shape + (m,))))
+        best_d = jnp.where(found, sq_dist.reshape(-1, m), inf)
+    best_d, found = best_d[:n], found[:n]
+    orig = jnp.where(found, orig[:n], n)  # missing candidates sort last
     dist, orig = jax.lax.sort((best_d, orig), dimension=1, num_keys=2)
     dist, orig = dist[:, :k], jnp.where(orig[:, :k] < n, orig[:, :k], -1)
     if order is None:

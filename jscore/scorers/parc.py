@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jscore._numerics import mm, safe_div
-from jscore._pairwise import pad_rows
+from jscore._pairwise import block_rows, over_block_pairs, pad_rows
 from jscore.stats import FeatureStats, LabelStats, centred_features, feature_stats
 
 PCA_MODES = ("randomized", "exact")
@@ -184,7 +184,7 @@ def _spearman_histogram(u, cls, weights, bins: int, block: int = HISTOGRAM_BLOCK
     [block, block] tiles of the pairs of row blocks I <= J only (the pairs i < j lie there; memory
     O(block^2)); pairs in one bin count as tied for the rank sums."""
     n = u.shape[0]
-    block = int(min(block, -(-n // 8) * 8))
+    block = block_rows(block, n)
     num_blocks = -(-n // block)
     up, cp, wp = pad_rows(u, block), pad_rows(cls, block), pad_rows(weights, block)  # padded rows: weight 0
     local = jnp.arange(block)
@@ -201,8 +201,7 @@ def _spearman_histogram(u, cls, weights, bins: int, block: int = HISTOGRAM_BLOCK
         idx = idx + bins * between.astype(jnp.int32)
         return hist.at[idx.ravel()].add(ok.ravel().astype(jnp.int32))
 
-    hist = jax.lax.fori_loop(0, num_blocks, lambda i, h: jax.lax.fori_loop(i, num_blocks, lambda j, hh: add_tile(i, j, hh), h),
-                             jnp.zeros((2 * bins,), jnp.int32)).astype(u.dtype)
+    hist = over_block_pairs(add_tile, num_blocks, jnp.zeros((2 * bins,), jnp.int32)).astype(u.dtype)
     hw, hb = hist[:bins], hist[bins:]
     n_w, n_b = jnp.sum(hw), jnp.sum(hb)
     before = jnp.cumsum(hw) - hw
@@ -256,7 +255,7 @@ def parc(features, labels, *, num_classes: int, sample_mask=None, feature_mask=N
     Only the ranks of the feature dissimilarities against a two-valued label dissimilarity
     matter, so rho is computed from rank sums: `method="sort"` sorts the N(N-1)/2 values of the
     pairs i < j (exact, ties as mid-ranks; memory O(N^2)); `method="histogram"` bins them into `bins` equal bins of
-    [0, 2], built in row blocks of GEMM tiles (memory O(N * block) - the large-N path; pairs in
+    [0, 2], built from GEMM tiles of pairs of row blocks (memory O(block^2) - the large-N path; pairs in
     one bin count as tied, a relative error below ~1e-6 at the default 2^20 bins); "auto" sorts
     up to N = 4096 and bins above.
 

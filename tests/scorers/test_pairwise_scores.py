@@ -12,7 +12,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 import jscore
-from jscore._pairwise import block_size, nearest_neighbors
+from jscore._pairwise import block_rows, nearest_neighbors
 from tests.oracles import knn as knn_oracle
 from tests.oracles import parc as parc_oracle
 from tests.oracles import tmi as tmi_oracle
@@ -194,9 +194,8 @@ def test_nearest_neighbors_marks_missing_candidates():
     assert int(idx[0, 0]) == 1 and int(idx[0, 1]) == -1 and np.isinf(float(d[0, 1]))
 
 
-def test_block_size_bounds():
-    assert block_size(50_000, 50_000) == 328  # 2^24 elements per tile
-    assert block_size(10, 10) == 16 and block_size(1000, 1000) == 1000
+def test_block_rows_bounds():
+    assert block_rows(1024, 50_000) == 1024 and block_rows(256, 10) == 16 and block_rows(1024, 1000) == 1000
 
 
 def test_memory_at_fifty_thousand_samples_is_blockwise():
