@@ -37,6 +37,17 @@ def mm(a, b):
     return jnp.matmul(a, b, precision=PRECISION)
 
 
+def mm_nt(a, b):
+    """a [N, D] @ b[K, D]^T at the highest precision.
+
+    For a fixed data matrix a and small K (a linear model's weights stored class-major, [K, D]),
+    autodiff forms the gradient in b as g^T a, [K, N] x [N, D], which XLA:CPU runs as it is; with
+    the weights stored [D, K] the gradient a^T g makes it copy a transposed at every call
+    (measured at N = 10000, D = 2048, K = 8: 6.5 ms against 46 ms).
+    """
+    return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=PRECISION)
+
+
 def einsum(spec, *operands):
     return jnp.einsum(spec, *operands, precision=PRECISION)
 

@@ -228,7 +228,7 @@ def logme_regression(features, targets, *, sample_mask=None, feature_mask=None,
     targets, poison = nan_if_nonfinite(targets.astype(fs.xc.dtype), fs.labels.weights[:, None] > 0)
     sp = _spectrum(fs)
     y = targets.astype(fs.xc.dtype) * fs.labels.weights[:, None]
-    g = _project_rows(fs, mm(fs.xc.T, y).T) / _scale(fs)  # [K, r]
+    g = _project_rows(fs, mm(y.T, fs.xc)) / _scale(fs)  # [K, r]; y^T Xc, not (Xc^T y)^T: no transposed copy of Xc
     perp = _perp_sq_gram(fs, y) if fs.is_gram else None
     tg = _targets(sp, g, y.sum(0), jnp.sum(y**2, axis=0), perp)
     starts = _starts(fs)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
 from jscore._lbfgs import minimize_lbfgs
-from jscore._numerics import as_mask, mm
+from jscore._numerics import as_mask, mm, mm_nt
 from jscore.scorers.etran import raw_features
 from jscore.stats import FeatureStats, feature_stats, label_stats
 
@@ -147,30 +147,41 @@ def pac_gamma(source_probs, labels, *, num_classes: int, sample_mask=None, sourc
     return -bound
 
 
-def _whitening(fs: FeatureStats, reg, num_present):
-    """theta = P(v): the preconditioner of PACTran's fit, from the shared decomposition.
+def _whitened_design(fs: FeatureStats, reg, num_present):
+    """PACTran's fit in the preconditioned variable v [C, D] (class-major), from the shared
+    decomposition: returns (logits_part, weight_sq), logits_part(v) = Xc W and weight_sq(v) =
+    |W|^2 for W^T = (P v^T)^T.
 
     P = (S / (C n) + I / reg)^(-1/2), S = Xc^T Xc the centred scatter: the inverse square root of
     the softmax Hessian at theta = 0 (p = 1/C, on centred features) plus the prior's curvature.
-    Scatter path (N > D): S = V diag(evals) V^T, P = V diag(...)^(-1/2) (not symmetric: any
-    invertible P leaves the optimum unchanged). Gram path (N <= D): S's kept eigenvectors
+    Scatter path (N > D): S = V diag(evals) V^T and P = V diag(scale) (not symmetric: any
+    invertible P leaves the optimum unchanged), so Xc W = (Xc V)(scale v^T) reads the PC scores
+    `fs.pc` when the shared statistics formed them (no D x D product per step) and |W|^2 =
+    |scale v|^2 (V orthonormal). Gram path (N <= D): S's kept eigenvectors
     V_k = Xc^T U_k / sqrt(evals_k) span the data; off that span S is 0 and P is sqrt(reg).
+    The weights are class-major so that every gradient is a [C, N] x [N, D] product (`mm_nt`).
     """
     n = fs.labels.n
     curv = fs.evals / (num_present * n) + 1 / reg  # [r] eigenvalues of the Hessian model
     scale = jax.lax.rsqrt(curv)
     if not fs.is_gram:
-        return lambda v: mm(fs.evecs, scale[:, None] * v)
-    kept = fs.kept
-    root = jnp.where(kept, jnp.sqrt(fs.evals), 1)
-    vk = mm(fs.xc.T, fs.evecs * jnp.where(kept, 1 / root, 0)[None, :])  # [D, r], zero columns off rank
-    sqrt_reg = jnp.sqrt(reg)
+        if fs.pc is not None:
+            return (lambda v: mm_nt(fs.pc, v * scale[None, :])), (lambda v: jnp.sum((v * scale[None, :]) ** 2))
 
-    def apply(v):
-        coef = mm(vk.T, v)  # [r, C]
-        return sqrt_reg * v + mm(vk, (jnp.where(kept, scale, 0)[:, None] - sqrt_reg * kept[:, None]) * coef)
+        def weights(v):  # [C, D] = (V diag(scale) v^T)^T
+            return mm_nt(v * scale[None, :], fs.evecs)
 
-    return apply
+    else:
+        kept = fs.kept
+        root = jnp.where(kept, jnp.sqrt(fs.evals), 1)
+        vk = mm(fs.xc.T, fs.evecs * jnp.where(kept, 1 / root, 0)[None, :])  # [D, r], zero columns off rank
+        sqrt_reg = jnp.sqrt(reg)
+        gain = jnp.where(kept, scale, 0) - sqrt_reg * kept  # [r]
+
+        def weights(v):
+            return sqrt_reg * v + mm_nt(mm(v, vk) * gain[None, :], vk)
+
+    return (lambda v: mm_nt(fs.xc, weights(v))), (lambda v: jnp.sum(weights(v) ** 2))
 
 
 def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0, s2_factor: float = 10.0,
@@ -189,33 +200,29 @@ def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0,
 
     # The fit runs on the centred features with the bias b' = b + mu^T W: the same family of
     # logits x W + b, the prior on W alone, so the same optimum L* and posteriors.
-    def logits_of(w, b):
-        return jnp.where(present[None, :], mm(xc, w) + b[None, :], -jnp.inf)
-
-    def loss(w, b):
-        logits = logits_of(w, b)
-        xent = jnp.sum(onehot * (jax.nn.logsumexp(logits, axis=1, keepdims=True) - jnp.where(onehot > 0, logits, 0)))
-        return xent / n + 0.5 * jnp.sum(w**2) / reg
-
     # Preconditioning (same minimiser, far fewer steps): with the prior only 1/(lambda n) the
     # problem is as ill-conditioned as the features' scatter, and L-BFGS from the identity crawled
-    # for ~1000 steps at D = 2048. It runs instead in v with W = P v (`_whitening`, from the
+    # for ~1000 steps at D = 2048. It runs instead in v with W = P v (`_whitened_design`, from the
     # shared decomposition: no decomposition of its own) and b' = sqrt(C) v_b (the bias's
     # curvature at theta = 0 is 1 / C).
-    precond = _whitening(fs, reg, num_present)
+    design, weight_sq = _whitened_design(fs, reg, num_present)
     bias_scale = jnp.sqrt(num_present.astype(dtype))
 
-    def unpack(v):
-        return precond(v[:d]), bias_scale * v[d]
+    def logits_of(v):  # v [C, D + 1]: the weights' variable, then the bias's
+        return jnp.where(present[None, :], design(v[:, :d]) + bias_scale * v[:, d][None, :], -jnp.inf)
 
-    v0 = jnp.zeros((d + 1, onehot.shape[1]), dtype)
-    res = minimize_lbfgs(lambda v: loss(*unpack(v)), v0, max_iters=max_iters, tol=tol)
-    w, b = unpack(res.x)
-    probs = jax.nn.softmax(logits_of(w, b), axis=1)
+    def loss(v):
+        logits = logits_of(v)
+        xent = jnp.sum(onehot * (jax.nn.logsumexp(logits, axis=1, keepdims=True) - jnp.where(onehot > 0, logits, 0)))
+        return xent / n + 0.5 * weight_sq(v[:, :d]) / reg
+
+    v0 = jnp.zeros((onehot.shape[1], d + 1), dtype)
+    res = minimize_lbfgs(loss, v0, max_iters=max_iters, tol=tol)
+    probs = jax.nn.softmax(logits_of(res.x), axis=1)
     curv = probs * (1 - probs) * ls.weights[:, None]  # [N, C]
-    valid = fmask[:, None] & present[None, :]
+    valid = present[:, None] & fmask[None, :]  # [C, D]
     x = raw_features(fs)  # the diagonal curvature is the authors', on the uncentred features
-    h_w = jnp.sum(jnp.where(valid, mm((x**2).T, curv) + 1 / reg, 0))
+    h_w = jnp.sum(jnp.where(valid, mm(curv.T, x**2) + 1 / reg, 0))  # [C, N] x [N, D]: no transposed copy of x
     h_b = jnp.sum(jnp.where(present, curv.sum(0), 0))
     kd = fs.d_eff * num_present
     sigma2_inv = (h_w + h_b) * reg / kd + LOG_EPS
