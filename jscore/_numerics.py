@@ -48,6 +48,16 @@ def mm_nt(a, b):
     return jax.lax.dot_general(a, b, (((1,), (1,)), ((), ())), precision=PRECISION)
 
 
+def mm_tn(a, b):
+    """a [N, D]^T @ b [N, K] at the highest precision, for a tall a and a thin b.
+
+    Formed as (b^T a)^T, a [K, N] x [N, D] product, behind an optimisation barrier: XLA:CPU runs
+    a^T b by reading a transposed (measured at N = 10000, D = 2048, K = 42: 42 ms against 10 ms)
+    and would rewrite the transposed product back into that form without the barrier.
+    """
+    return jax.lax.optimization_barrier(mm(b.T, a)).T
+
+
 def einsum(spec, *operands):
     return jnp.einsum(spec, *operands, precision=PRECISION)
 

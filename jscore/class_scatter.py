@@ -15,7 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jscore._numerics import eigh_descending, mm, safe_div
+from jscore._numerics import eigh_descending, mm, mm_tn, safe_div
 from jscore.stats import FeatureStats, LabelStats, default_rcond
 
 
@@ -104,7 +104,7 @@ def shrunk_lda_logits(z, ls: LabelStats, means, within, shrinkage, num_dims):
     floor = default_rcond(z.shape[0], z.shape[1], z.dtype) ** 2 * jnp.max(evals)
     evals = jnp.where(evals > 0, jnp.maximum(evals, floor), evals)
     inv = 1 / ((1 - shrinkage) * evals + shrinkage * mu)
-    g = mm(evecs * inv[None, :], mm(evecs.T, means.T))  # [k, C] Sigma^{-1} m_c
+    g = mm(evecs * inv[None, :], mm_tn(evecs, means.T))  # [k, C] Sigma^{-1} m_c
     present = ls.counts > 0
     log_prior = jnp.log(jnp.where(present, ls.counts / n, 1))
     logits = mm(z, g) - 0.5 * jnp.sum(means.T * g, axis=0)[None, :] + log_prior[None, :]

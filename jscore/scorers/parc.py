@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jscore._numerics import mm, safe_div
+from jscore._numerics import mm, mm_tn, safe_div
 from jscore._pairwise import block_rows, over_block_pairs, pad_rows
 from jscore.stats import FeatureStats, LabelStats, centred_features, feature_stats
 
@@ -59,27 +59,32 @@ def randomized_pca_scores(xc, k: int, n, d_eff):
     """
     n_rows, n_cols = xc.shape
     s = k + OVERSAMPLES
-    # Untransposed: range of X (in R^N).
-    q = _orth(mm(xc, _gaussian(n_cols, s, xc.dtype)))
-    q = _orth(mm(xc.T, q))
-    q = _orth(mm(xc, q))
-    uhat, sv, vt = _thin_svd(mm(q.T, xc))
-    comp_n, z_n = _flip_by_components(vt[:k], mm(q, uhat[:, :k]) * sv[:k])
-    # Transposed: range of X^T (in R^D).
-    q = _orth(mm(xc.T, _gaussian(n_rows, s, xc.dtype)))
-    q = _orth(mm(xc, q))
-    q = _orth(mm(xc.T, q))
-    uhat = _thin_svd(mm(q.T, xc.T))[0]
-    comp_t = mm(q, uhat[:, :k]).T
-    comp_t, z_t = _flip_by_components(comp_t, mm(xc, comp_t.T))
-    return jnp.where(n < d_eff, z_t, z_n)
+
+    def untransposed():  # range of X (in R^N)
+        q = _orth(mm(xc, _gaussian(n_cols, s, xc.dtype)))
+        q = _orth(mm_tn(xc, q))
+        q = _orth(mm(xc, q))
+        uhat, sv, vt = _thin_svd(mm(q.T, xc))
+        return _flip_by_components(vt[:k], mm(q, uhat[:, :k]) * sv[:k])[1]
+
+    def transposed():  # range of X^T (in R^D)
+        q = _orth(mm_tn(xc, _gaussian(n_rows, s, xc.dtype)))
+        q = _orth(mm(xc, q))
+        q = _orth(mm_tn(xc, q))
+        uhat = _thin_svd(mm(xc, q).T)[0]
+        comp_t = mm(q, uhat[:, :k]).T
+        return _flip_by_components(comp_t, mm(xc, comp_t.T))[1]
+
+    # Only the valid branch runs (under vmap, where the condition may differ between models,
+    # both do).
+    return jax.lax.cond(n < d_eff, transposed, untransposed)
 
 
 def exact_pca_scores(fs: FeatureStats, k: int):
     """[N, k] exact PCA scores from the shared eigendecomposition, signs as scikit-learn's."""
     evecs = fs.evecs[:, :k]
     if fs.is_gram:  # V = Xc^T U / sqrt(s)
-        comp = safe_div(mm(fs.xc.T, evecs), jnp.sqrt(fs.evals[:k])[None, :]).T
+        comp = safe_div(mm_tn(fs.xc, evecs), jnp.sqrt(fs.evals[:k])[None, :]).T
     else:
         comp = evecs.T
     return _flip_by_components(comp, mm(fs.xc, comp.T))[1]
