@@ -15,12 +15,17 @@ from jscore.stats import FeatureStats, LabelStats, centred_features
 CLASS_WEIGHTS = ("uniform", "proportional")
 
 
-def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256):
+def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256, total_coef=None):
     """[C] log det(I + coef_c Z_c^T Z_c), Z_c the rows of class c in xc [N, D] (coef [C]).
 
     The rows are sorted by class once; each class's scatter is summed over its own rows in
     blocks of `block` (a loop with the class's trip count), so the total cost is about
-    (N + C * block) D^2 plus C Cholesky factorisations, and only one D x D scatter is held.
+    (N + C * block) D^2 plus C Cholesky factorisations, and only one D x D scatter is held
+    (two with `total_coef`).
+
+    With `total_coef` (a scalar) it returns ([C] log-dets, log det(I + total_coef Z^T Z)): every
+    valid row belongs to one class, so the class scatters sum to the whole scatter Z^T Z, which
+    then costs one more Cholesky factor and no product of its own.
     """
     n, d = xc.shape
     n_classes = ls.onehot.shape[1]
@@ -31,7 +36,10 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256):
     starts = jnp.cumsum(counts) - counts
     eye = jnp.eye(d, dtype=xc.dtype)
 
-    def one_class(c):
+    def logdet(a):
+        return 2 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(a))))
+
+    def one_class(total, c):
         start, count = starts[c], counts[c]
 
         def body(t, scatter):
@@ -40,10 +48,12 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256):
             return scatter + mm(rows.T, rows)
 
         scatter = jax.lax.fori_loop(0, (count + block - 1) // block, body, jnp.zeros((d, d), xc.dtype))
-        chol = jnp.linalg.cholesky(eye + coef[c] * scatter)
-        return 2 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+        return (None if total is None else total + scatter), logdet(eye + coef[c] * scatter)
 
-    return jax.lax.map(one_class, jnp.arange(n_classes))
+    if total_coef is None:
+        return jax.lax.map(lambda c: one_class(None, c)[1], jnp.arange(n_classes))
+    total, logdets = jax.lax.scan(one_class, jnp.zeros((d, d), xc.dtype), jnp.arange(n_classes))
+    return logdets, logdet(eye + total_coef * total)
 
 
 def class_gram_logdet(xc, ls: LabelStats, coef, gram=None):
@@ -128,11 +138,17 @@ def streamed_class_logdet(fs: FeatureStats, coef):
     return jax.lax.map(one_class, (fs.class_scatter, fs.class_dev, fs.labels.counts, coef))
 
 
+def class_coef(ls: LabelStats, eps):
+    """[C] 1 / (n_c eps) for the present classes, 0 for absent ones."""
+    present = ls.counts > 0
+    return jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
+
+
 def _transrate(xc, ls: LabelStats, rate, *, eps, class_weights, logdet=None, gram=None, d_eff=None):
     if class_weights not in CLASS_WEIGHTS:
         raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {class_weights!r}")
     present = ls.counts > 0
-    coef = jnp.where(present, 1 / (jnp.where(present, ls.counts, 1) * eps), 0)
+    coef = class_coef(ls, eps)
     class_rates = 0.5 * (_class_logdet(xc, ls, coef, gram, d_eff) if logdet is None else logdet(coef))
     if class_weights == "uniform":
         weights = present.astype(rate.dtype) / jnp.sum(present).astype(rate.dtype)
@@ -168,15 +184,19 @@ def transrate(features, labels, *, num_classes: int, sample_mask=None, feature_m
 
     Differences from the published code: it divides by K = y.max() + 1 (absent classes count as
     rate 0); here K is the number of present classes. Log-determinants come from Cholesky factors
-    instead of `slogdet` (LU): R(Z) of the smaller side (`jscore.score` takes it from the
-    eigenvalues of the shared decomposition instead); the class rates either from C per-class
-    D x D scatters or, when cheaper (N below about D), all at once from one N x N Cholesky of the
-    class-masked sample Gram (`class_gram_logdet`; same values by Sylvester's identity).
+    instead of `slogdet` (LU). The class rates come either from C per-class D x D scatters, whose
+    sum is the whole scatter Z^T Z, so R(Z) costs one more Cholesky factor and no product, or,
+    when cheaper (N below about D), all at once from one N x N Cholesky of the class-masked sample
+    Gram (`class_gram_logdet`; same values by Sylvester's identity), R(Z) then from the N x N Gram
+    (`jscore.score` takes R(Z) from the eigenvalues of the shared decomposition instead).
     """
     xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                                      feature_mask=feature_mask)
     n, d = xc.shape
-    gram = mm(xc, xc.T) if n <= d and sample_side_is_cheaper(n, d, num_classes) else None
+    if not sample_side_is_cheaper(n, d, num_classes):  # the class scatters also give R(Z)
+        class_ld, total_ld = class_scatters_logdet(xc, ls, class_coef(ls, eps), total_coef=1 / (ls.n * eps))
+        return _transrate(xc, ls, 0.5 * total_ld, eps=eps, class_weights=class_weights, logdet=lambda _: class_ld)
+    gram = mm(xc, xc.T) if n <= d else None
     return _transrate(xc, ls, _total_rate(xc, ls.n, eps, gram), eps=eps, class_weights=class_weights,
                       gram=gram, d_eff=d_eff)
 
