@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "every unit, runs on the whole study)")
     p.add_argument("--truths", default=None,
                    help="comma-separated ground-truth names: run only their runs (e.g. the cheap probe first)")
+    p.add_argument("--backbones", default=None,
+                   help="comma-separated backbone names: run only their units (e.g. one process per core, "
+                        "each on its own backbones, share a long fine-tuning sweep)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first and divide the units over the processes")
@@ -78,13 +81,15 @@ def run(args) -> int:
     from jscore.study.plan import restrict
 
     part = plan
-    if args.datasets or args.truths:
-        part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths))
+    if args.datasets or args.truths or args.backbones:
+        part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths),
+                        backbones=_names(args.backbones))
     if args.dry_run:
         text = format_plan(part)  # what this command would run: --datasets / --truths apply
         if part is not plan:
-            text += (f"\n(restricted to datasets {_names(args.datasets) or 'all'} and ground truths "
-                     f"{_names(args.truths) or 'all'}: the counts above are of those units only; the "
+            text += (f"\n(restricted to datasets {_names(args.datasets) or 'all'}, ground truths "
+                     f"{_names(args.truths) or 'all'} and backbones {_names(args.backbones) or 'all'}: the "
+                     "counts above are of those units only; the "
                      "evaluation runs when every unit of the study is done)")
         print(text)
         return 0

@@ -172,16 +172,19 @@ def make_plan(cfg: StudyConfig) -> Plan:
     return Plan(cfg, units)
 
 
-def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
-    """The units of `plan` that belong to the named datasets and ground truths (None: all), without
-    the evaluation (it needs every unit). Keys and ids are those of the full plan, so what a
-    restricted run records is what the full study finds done (`jscore study --datasets/--truths`).
+def restrict(plan: Plan, *, datasets=None, truths=None, backbones=None) -> Plan:
+    """The units of `plan` that belong to the named datasets, ground truths and backbones (None:
+    all), without the evaluation (it needs every unit). Keys and ids are those of the full plan,
+    so what a restricted run records is what the full study finds done (`jscore study
+    --datasets/--truths/--backbones`; e.g. two processes on disjoint backbones share a long
+    fine-tuning sweep).
 
-    Raises ValueError naming an unknown dataset or ground truth; warns about a named ground truth
-    that covers none of the named datasets (it runs nothing there)."""
+    Raises ValueError naming an unknown dataset, ground truth or backbone; warns about a named
+    ground truth that covers none of the named datasets (it runs nothing there)."""
     cfg = plan.config
     for what, names, known in (("--datasets", datasets, [d.name for d in cfg.datasets]),
-                               ("--truths", truths, [g.name for g in cfg.truths()])):
+                               ("--truths", truths, [g.name for g in cfg.truths()]),
+                               ("--backbones", backbones, [b.name for b in cfg.backbones])):
         unknown = sorted(set(names or ()) - set(known))
         if unknown:
             raise ValueError(f"{what}: {unknown} not in the study (it has {known})")
@@ -199,6 +202,7 @@ def restrict(plan: Plan, *, datasets=None, truths=None) -> Plan:
             continue
         keep[stage] = [u for u in units
                        if (datasets is None or u.args["dataset"] in datasets)
+                       and (backbones is None or u.args["backbone"] in backbones)
                        and (truths is None or stage != "truth" or u.args["truth"] in truths)]
     return Plan(cfg, keep)
 

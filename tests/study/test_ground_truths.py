@@ -210,6 +210,17 @@ def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys)
         assert restrict(plan, datasets=["toy2"], truths=["short", "long"]).units["truth"]  # "short" does
     assert main(["study", path, "--datasets", "toy3", "--no-progress"]) == 2
     assert "--datasets: ['toy3'] not in the study" in capsys.readouterr().err
+    cfg = plan.config
+    first, rest = cfg.backbones[0].name, [b.name for b in cfg.backbones[1:]]
+    assert rest, "the test config needs two backbones"
+    one = restrict(plan, backbones=[first])
+    assert one.units["truth"] and all(u.args["backbone"] == first for s in one.units for u in one.units[s])
+    other = restrict(plan, backbones=rest)  # disjoint halves cover every unit once
+    for stage in one.units:
+        ids = [u.id for u in one.units[stage]] + [u.id for u in other.units[stage]]
+        assert sorted(ids) == sorted(u.id for u in plan.units[stage]), stage
+    assert main(["study", path, "--backbones", "nonet", "--no-progress"]) == 2
+    assert "--backbones: ['nonet'] not in the study" in capsys.readouterr().err
 
     assert main(["study", path, "--datasets", "toy2", "--truths", "short", "--stages", "extract,score,truth",
                  "--no-progress"]) == 0
