@@ -5,3 +5,12 @@ config and the command line (standard library only: importing it loads no jax)."
 HEAD_INITS = ("random", "probe")
 # The optimiser: SGD with Nesterov momentum (the DART recipe), or AdamW.
 OPTIMIZERS = ("sgd", "adamw")
+
+# The value each choice had before it existed: a recipe at these values hashes without the field,
+# so run ids and study unit keys made before the choice stay the same.
+LEGACY_DEFAULTS = {"head_init": "random", "optimizer": "sgd"}
+
+
+def drop_legacy_defaults(fields: dict) -> dict:
+    """A copy of a recipe's `fields` without the choices set to their `LEGACY_DEFAULTS` value."""
+    return {k: v for k, v in fields.items() if not (k in LEGACY_DEFAULTS and v == LEGACY_DEFAULTS[k])}

@@ -22,6 +22,7 @@ import jax
 from jscore.backbones.base import Backbone
 from jscore.finetune import records as rec
 from jscore.finetune.loop import DivergedError, Split, fit
+from jscore.finetune.choices import drop_legacy_defaults
 from jscore.finetune.search import HParams
 from jscore.finetune.train import TrainConfig
 
@@ -29,12 +30,8 @@ from jscore.finetune.train import TrainConfig
 def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images") -> str:
     """A readable, deterministic id: `<model>__<dataset>__<mode>_s<seed>_lr<..>_wd<..>_<hash>`;
     the hash covers every field of the config, so changing any number makes a new run."""
-    cfg = dataclasses.asdict(config)
-    if cfg["head_init"] == "random":
-        cfg.pop("head_init")  # the default before LP-FT existed: earlier runs keep their ids
-    if cfg["optimizer"] == "sgd":
-        cfg.pop("optimizer")  # likewise the default before AdamW existed
-    else:  # momentum and Nesterov are SGD's: they do not make another AdamW run
+    cfg = drop_legacy_defaults(dataclasses.asdict(config))  # earlier runs keep their ids
+    if config.optimizer != "sgd":  # momentum and Nesterov are SGD's: they do not make another AdamW run
         cfg.pop("momentum"), cfg.pop("nesterov")
     key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]

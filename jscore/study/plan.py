@@ -209,15 +209,12 @@ def restrict(plan: Plan, *, datasets=None, truths=None, backbones=None) -> Plan:
 
 def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, units: dict, truth_units: list) -> None:
     """The ground-truth units of one (ground truth, dataset, backbone): search points x seeds."""
+    from jscore.finetune.choices import drop_legacy_defaults
     from jscore.finetune.search import parse_search
 
     points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
-    recipe = {k: v for k, v in dataclasses.asdict(gt).items()
-              if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")}
-    if recipe["head_init"] == "random":
-        recipe.pop("head_init")  # the default before LP-FT existed: earlier records keep their keys
-    if recipe["optimizer"] == "sgd":
-        recipe.pop("optimizer")  # likewise the default before AdamW existed
+    recipe = drop_legacy_defaults({k: v for k, v in dataclasses.asdict(gt).items()  # earlier records keep their keys
+                                   if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")})
     if gt.recipe == "probe":
         inputs = {role: extract_of[(d.name, b.name, spec, split)].key
                   for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
