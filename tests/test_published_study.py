@@ -47,3 +47,12 @@ def test_published_config_reruns_nothing(study):
     for u in scored:  # a finished scoring's features are finished too: no extraction reruns for it
         src = next(e for e in plan.units["extract"] if e.id == u.args["features"])
         assert plan.is_done(src), src.id
+    # Every committed record is of a unit the config still plans, with the key it plans it with:
+    # a change to how keys are formed (a recipe field, a default) would orphan the published runs.
+    for stage in ("extract", "score", "truth"):
+        folder = os.path.join(plan.config.out, "records", stage)
+        stored = {f[:-5] for f in os.listdir(folder) if f.endswith(".json")} if os.path.isdir(folder) else set()
+        planned = {u.id: u for u in plan.units[stage]}
+        assert stored <= set(planned), (stage, sorted(stored - set(planned))[:3])
+        stale = [i for i in stored if not plan.is_done(planned[i])]
+        assert not stale, f"records of results/{study} whose key the config no longer gives: {sorted(stale)[:3]}"
