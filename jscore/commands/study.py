@@ -85,7 +85,7 @@ def run(args) -> int:
         part = restrict(plan, datasets=_names(args.datasets), truths=_names(args.truths),
                         backbones=_names(args.backbones))
     if args.dry_run:
-        text = format_plan(part)  # what this command would run: --datasets / --truths apply
+        text = format_plan(part)  # what this command would run: --datasets / --truths / --backbones apply
         if part is not plan:
             text += (f"\n(restricted to datasets {_names(args.datasets) or 'all'}, ground truths "
                      f"{_names(args.truths) or 'all'} and backbones {_names(args.backbones) or 'all'}: the "

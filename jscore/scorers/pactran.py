@@ -149,13 +149,13 @@ def pac_gamma(source_probs, labels, *, num_classes: int, sample_mask=None, sourc
 
 def _whitened_design(fs: FeatureStats, reg, num_present):
     """PACTran's fit in the preconditioned variable v [C, D] (class-major), from the shared
-    decomposition: returns (logits_part, weight_sq), logits_part(v) = Xc W and weight_sq(v) =
-    |W|^2 for W^T = (P v^T)^T.
+    decomposition: returns (logits_part, weight_sq), logits_part(v) = Xc W [N, C] and
+    weight_sq(v) = |W|^2 for the weights W = P v^T [D, C].
 
     P = (S / (C n) + I / reg)^(-1/2), S = Xc^T Xc the centred scatter: the inverse square root of
     the softmax Hessian at theta = 0 (p = 1/C, on centred features) plus the prior's curvature.
     Scatter path (N > D): S = V diag(evals) V^T and P = V diag(scale) (not symmetric: any
-    invertible P leaves the optimum unchanged), so Xc W = (Xc V)(scale v^T) reads the PC scores
+    invertible P leaves the optimum unchanged), so Xc W = (Xc V) diag(scale) v^T reads the PC scores
     `fs.pc` when the shared statistics formed them (no D x D product per step) and |W|^2 =
     |scale v|^2 (V orthonormal). Gram path (N <= D): S's kept eigenvectors
     V_k = Xc^T U_k / sqrt(evals_k) span the data; off that span S is 0 and P is sqrt(reg).
@@ -202,7 +202,7 @@ def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0,
     # logits x W + b, the prior on W alone, so the same optimum L* and posteriors.
     # Preconditioning (same minimiser, far fewer steps): with the prior only 1/(lambda n) the
     # problem is as ill-conditioned as the features' scatter, and L-BFGS from the identity crawled
-    # for ~1000 steps at D = 2048. It runs instead in v with W = P v (`_whitened_design`, from the
+    # for ~1000 steps at D = 2048. It runs instead in v with W = P v^T (`_whitened_design`, from the
     # shared decomposition: no decomposition of its own) and b' = sqrt(C) v_b (the bias's
     # curvature at theta = 0 is 1 / C).
     design, weight_sq = _whitened_design(fs, reg, num_present)

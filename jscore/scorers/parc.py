@@ -52,7 +52,8 @@ def randomized_pca_scores(xc, k: int, n, d_eff):
     iterated_power=1).fit_transform computes them on the centred, masked xc [N, D].
 
     One power iteration on a (k + 10)-column Gaussian test matrix, on X when n >= d_eff and on
-    X^T otherwise (scikit-learn's transpose="auto"); both are computed and the valid one kept.
+    X^T otherwise (scikit-learn's transpose="auto"); only that branch runs (a `lax.cond`; under
+    vmap, where the condition may differ between models, both do).
     Between products the basis is re-orthonormalised (same span as scikit-learn's unnormalised
     iteration, better conditioned in float32). Returns U * S as `fit_transform` does (in the
     untransposed case the projection of X on the range found, not X V).

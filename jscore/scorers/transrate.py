@@ -24,12 +24,14 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256, total_c
     (two with `total_coef`).
 
     With `total_coef` (a scalar) it returns ([C] log-dets, log det(I + total_coef Z^T Z)): every
-    valid row belongs to one class, so the class scatters sum to the whole scatter Z^T Z, which
-    then costs one more Cholesky factor and no product of its own.
+    valid row (0/1 sample weights, a label in [0, C)) belongs to one class, so the class scatters
+    sum to the whole scatter Z^T Z, which then costs one more Cholesky factor and no product of
+    its own.
     """
     n, d = xc.shape
     n_classes = ls.onehot.shape[1]
-    cls = jnp.where(ls.weights > 0, jnp.argmax(ls.onehot, axis=1), n_classes)
+    # A row with no class (masked, or a label outside [0, C) in an unvalidated call) sorts last.
+    cls = jnp.where(jnp.sum(ls.onehot, axis=1) > 0, jnp.argmax(ls.onehot, axis=1), n_classes)
     order = jnp.argsort(cls, stable=True)
     xs = pad_rows(jnp.concatenate([xc[order], jnp.zeros((block, d), xc.dtype)]), block)
     counts = jnp.round(ls.counts).astype(jnp.int32)
@@ -187,8 +189,9 @@ def transrate(features, labels, *, num_classes: int, sample_mask=None, feature_m
     instead of `slogdet` (LU). The class rates come either from C per-class D x D scatters, whose
     sum is the whole scatter Z^T Z, so R(Z) costs one more Cholesky factor and no product, or,
     when cheaper (N below about D), all at once from one N x N Cholesky of the class-masked sample
-    Gram (`class_gram_logdet`; same values by Sylvester's identity), R(Z) then from the N x N Gram
-    (`jscore.score` takes R(Z) from the eigenvalues of the shared decomposition instead).
+    Gram (`class_gram_logdet`; same values by Sylvester's identity), R(Z) then from a Cholesky
+    factor of the smaller side's Gram (`jscore.score` takes R(Z) from the eigenvalues of the
+    shared decomposition instead).
     """
     xc, ls, d_eff = centred_features(features, labels, num_classes=num_classes, sample_mask=sample_mask,
                                      feature_mask=feature_mask)

@@ -275,6 +275,30 @@ def test_transrate_hand_case():
     np.testing.assert_allclose(transrate_oracle.transrate(x, y, 2, eps=1.0), want, rtol=1e-12)
 
 
+def test_transrate_feature_side_takes_the_whole_rate_from_its_class_scatters(x64):
+    """N > D (the feature side, where R(Z) comes from the sum of the class scatters): with masked
+    rows, masked columns and an absent class, the per-score function equals the float64 oracle
+    on the valid rows and columns, and `jscore.score`'s path (R(Z) from the shared eigenvalues)."""
+    from jscore.scorers.transrate import sample_side_is_cheaper
+
+    rng = np.random.default_rng(7)
+    n, d, c = 90, 12, 4
+    y = rng.permutation(np.arange(n) % 3)  # class 3 absent
+    x = class_features(rng, y, d, 3) * np.logspace(-2, 2, d)  # badly scaled columns
+    rows = np.ones(n)
+    rows[[3, 17, 40, 41]] = 0
+    cols = np.ones(d)
+    cols[[2, 9]] = 0
+    assert not sample_side_is_cheaper(n, d, c)
+    want = transrate_oracle.transrate(x[rows > 0][:, cols > 0], y[rows > 0], c)
+    got = float(jscore.REGISTRY["transrate"].fn(jnp.asarray(x), jnp.asarray(y), num_classes=c,
+                                                 sample_mask=jnp.asarray(rows), feature_mask=jnp.asarray(cols)))
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+    shared = jscore.score(x[rows > 0][:, cols > 0], y[rows > 0], scores=["transrate"], num_classes=c,
+                          float64=True)["transrate"]
+    np.testing.assert_allclose(shared, want, rtol=1e-9)
+
+
 @pytest.mark.parametrize("method", ["sort", "histogram"])
 def test_parc_rank_correlation_hand_case(method):
     # Four unit rows at angles 0, 0.1, 1.0, 1.3 rad, labels 0, 0, 1, 1: dissimilarities 1 - cos of
