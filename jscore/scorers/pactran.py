@@ -149,8 +149,7 @@ def pac_gamma(source_probs, labels, *, num_classes: int, sample_mask=None, sourc
 
 def _whitened_design(fs: FeatureStats, reg, num_present):
     """PACTran's fit in the preconditioned variable v [C, D] (class-major), from the shared
-    decomposition: returns (logits_part, weight_sq), logits_part(v) = Xc W [N, C] and
-    weight_sq(v) = |W|^2 for the weights W = P v^T [D, C].
+    decomposition: returns design(v) -> (Xc W [N, C], |W|^2) for the weights W = P v^T [D, C].
 
     P = (S / (C n) + I / reg)^(-1/2), S = Xc^T Xc the centred scatter: the inverse square root of
     the softmax Hessian at theta = 0 (p = 1/C, on centred features) plus the prior's curvature.
@@ -166,7 +165,11 @@ def _whitened_design(fs: FeatureStats, reg, num_present):
     scale = jax.lax.rsqrt(curv)
     if not fs.is_gram:
         if fs.pc is not None:
-            return (lambda v: mm_nt(fs.pc, v * scale[None, :])), (lambda v: jnp.sum((v * scale[None, :]) ** 2))
+            def pc_design(v):
+                u = v * scale[None, :]
+                return mm_nt(fs.pc, u), jnp.sum(u**2)
+
+            return pc_design
 
         def weights(v):  # [C, D] = (V diag(scale) v^T)^T
             return mm_nt(v * scale[None, :], fs.evecs)
@@ -181,7 +184,11 @@ def _whitened_design(fs: FeatureStats, reg, num_present):
         def weights(v):
             return sqrt_reg * v + mm_nt(mm(v, vk) * gain[None, :], vk)
 
-    return (lambda v: mm_nt(fs.xc, weights(v))), (lambda v: jnp.sum(weights(v) ** 2))
+    def design(v):
+        w = weights(v)  # [C, D], once per evaluation for both terms
+        return mm_nt(fs.xc, w), jnp.sum(w**2)
+
+    return design
 
 
 def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0, s2_factor: float = 10.0,
@@ -205,20 +212,21 @@ def pactran_from_stats(fs: FeatureStats, feature_mask=None, *, lda: float = 1.0,
     # for ~1000 steps at D = 2048. It runs instead in v with W = P v^T (`_whitened_design`, from the
     # shared decomposition: no decomposition of its own) and b' = sqrt(C) v_b (the bias's
     # curvature at theta = 0 is 1 / C).
-    design, weight_sq = _whitened_design(fs, reg, num_present)
+    design = _whitened_design(fs, reg, num_present)
     bias_scale = jnp.sqrt(num_present.astype(dtype))
 
-    def logits_of(v):  # v [C, D + 1]: the weights' variable, then the bias's
-        return jnp.where(present[None, :], design(v[:, :d]) + bias_scale * v[:, d][None, :], -jnp.inf)
+    def logits_and_weight_sq(v):  # v [C, D + 1]: the weights' variable, then the bias's
+        xw, w_sq = design(v[:, :d])
+        return jnp.where(present[None, :], xw + bias_scale * v[:, d][None, :], -jnp.inf), w_sq
 
     def loss(v):
-        logits = logits_of(v)
+        logits, w_sq = logits_and_weight_sq(v)
         xent = jnp.sum(onehot * (jax.nn.logsumexp(logits, axis=1, keepdims=True) - jnp.where(onehot > 0, logits, 0)))
-        return xent / n + 0.5 * weight_sq(v[:, :d]) / reg
+        return xent / n + 0.5 * w_sq / reg
 
     v0 = jnp.zeros((onehot.shape[1], d + 1), dtype)
     res = minimize_lbfgs(loss, v0, max_iters=max_iters, tol=tol)
-    probs = jax.nn.softmax(logits_of(res.x), axis=1)
+    probs = jax.nn.softmax(logits_and_weight_sq(res.x)[0], axis=1)
     curv = probs * (1 - probs) * ls.weights[:, None]  # [N, C]
     valid = present[:, None] & fmask[None, :]  # [C, D]
     x = raw_features(fs)  # the diagonal curvature is the authors', on the uncentred features

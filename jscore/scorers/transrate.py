@@ -15,13 +15,19 @@ from jscore.stats import FeatureStats, LabelStats, centred_features
 CLASS_WEIGHTS = ("uniform", "proportional")
 
 
+def cholesky_logdet(a):
+    """log det of a symmetric positive definite a [k, k]: twice the sum of the log diagonal of its
+    Cholesky factor."""
+    return 2 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(a))))
+
+
 def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256, total_coef=None):
     """[C] log det(I + coef_c Z_c^T Z_c), Z_c the rows of class c in xc [N, D] (coef [C]).
 
     The rows are sorted by class once; each class's scatter is summed over its own rows in
     blocks of `block` (a loop with the class's trip count), so the total cost is about
-    (N + C * block) D^2 plus C Cholesky factorisations, and only one D x D scatter is held
-    (two with `total_coef`).
+    (N + C * block) D^2 plus C Cholesky factorisations; two D x D matrices are held (the class's
+    scatter and the running sum of them).
 
     With `total_coef` (a scalar) it returns ([C] log-dets, log det(I + total_coef Z^T Z)): every
     valid row (0/1 sample weights, a label in [0, C)) belongs to one class, so the class scatters
@@ -38,9 +44,6 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256, total_c
     starts = jnp.cumsum(counts) - counts
     eye = jnp.eye(d, dtype=xc.dtype)
 
-    def logdet(a):
-        return 2 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(a))))
-
     def one_class(total, c):
         start, count = starts[c], counts[c]
 
@@ -50,12 +53,10 @@ def class_scatters_logdet(xc, ls: LabelStats, coef, *, block: int = 256, total_c
             return scatter + mm(rows.T, rows)
 
         scatter = jax.lax.fori_loop(0, (count + block - 1) // block, body, jnp.zeros((d, d), xc.dtype))
-        return (None if total is None else total + scatter), logdet(eye + coef[c] * scatter)
+        return total + scatter, cholesky_logdet(eye + coef[c] * scatter)
 
-    if total_coef is None:
-        return jax.lax.map(lambda c: one_class(None, c)[1], jnp.arange(n_classes))
     total, logdets = jax.lax.scan(one_class, jnp.zeros((d, d), xc.dtype), jnp.arange(n_classes))
-    return logdets, logdet(eye + total_coef * total)
+    return logdets if total_coef is None else (logdets, cholesky_logdet(eye + total_coef * total))
 
 
 def class_gram_logdet(xc, ls: LabelStats, coef, gram=None):
@@ -111,8 +112,7 @@ def _total_rate(xc, n, eps, gram=None):
     that side's Gram when already formed)."""
     if gram is None:
         gram = mm(xc, xc.T) if xc.shape[0] <= xc.shape[1] else mm(xc.T, xc)
-    chol = jnp.linalg.cholesky(jnp.eye(gram.shape[0], dtype=xc.dtype) + gram / (n * eps))
-    return jnp.sum(jnp.log(jnp.diagonal(chol)))
+    return 0.5 * cholesky_logdet(jnp.eye(gram.shape[0], dtype=xc.dtype) + gram / (n * eps))
 
 
 def transrate_from_stats(fs: FeatureStats, *, eps: float = 1e-4, class_weights: str = "uniform"):
@@ -134,8 +134,7 @@ def streamed_class_logdet(fs: FeatureStats, coef):
 
     def one_class(args):
         w_c, d_c, n_c, k_c = args
-        chol = jnp.linalg.cholesky(eye + k_c * (w_c + n_c * d_c[:, None] * d_c[None, :]))
-        return 2 * jnp.sum(jnp.log(jnp.diagonal(chol)))
+        return cholesky_logdet(eye + k_c * (w_c + n_c * d_c[:, None] * d_c[None, :]))
 
     return jax.lax.map(one_class, (fs.class_scatter, fs.class_dev, fs.labels.counts, coef))
 
