@@ -79,11 +79,27 @@ class Context:
         return os.path.join(self.cfg.out, "features")
 
     def features_path(self, extract_id: str) -> str:
+        """The features file of a finished extraction unit. The records are what a study keeps
+        (and publishes); the feature files are a cache beside them. A file that is gone (a fresh
+        clone of published results, a cleaned folder) is extracted again, into the same path:
+        its name is the extraction's cache key (backbone, weights, forward, data, split)."""
         unit = next(u for u in self.plan.units["extract"] if u.id == extract_id)
         rec = self.plan.read_record(unit)
         if rec is None:
             raise RuntimeError(f"features of {extract_id} are not extracted yet")
-        return os.path.join(self.cfg.out, rec["result"]["path"])
+        path = os.path.join(self.cfg.out, rec["result"]["path"])
+        if not os.path.isfile(path):
+            print(f"jscore study: {extract_id}: features file missing, extracting again "
+                  f"({rec['result']['path']})", file=sys.stderr)
+            again = run_extract(self, unit)
+            if again["path"] != rec["result"]["path"] or again["weights_fingerprint"] != rec["result"].get(
+                    "weights_fingerprint", again["weights_fingerprint"]):
+                raise ValueError(
+                    f"{extract_id}: its record names {rec['result']['path']} (weights "
+                    f"{rec['result'].get('weights_fingerprint')}), but extracting it now gives {again['path']} "
+                    f"(weights {again['weights_fingerprint']}): the backbone's weights or forward changed since "
+                    f"the record was written; delete {self.plan.record_path(unit)} to extract it afresh")
+        return path
 
 
 def count_params(variables) -> int:
@@ -304,9 +320,11 @@ def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float =
 
 
 def data_needed(plan: Plan, stages=STAGES) -> dict:
-    """{dataset spec: first unfinished unit id that reads it} over `stages` (probe ground truth
-    and scores read cached features, not images)."""
+    """{dataset spec: first unfinished unit id that reads it} over `stages`. Probe ground truth
+    and scores read cached features, not images, unless a finished extraction's features file is
+    gone (it is then extracted again: `Context.features_path`)."""
     needed = {}
+    extracts = {u.id: u for u in plan.units.get("extract", [])}
     for stage in stages:
         for u in plan.units.get(stage, []):
             if stage == "extract":
@@ -314,12 +332,23 @@ def data_needed(plan: Plan, stages=STAGES) -> dict:
             elif stage == "truth" and u.args.get("features") is None:
                 d = next(x for x in plan.config.datasets if x.name == u.args["dataset"])
                 specs = [d.data] + [spec for _, spec, _ in d.extra_tests]
+            elif stage in ("score", "truth"):
+                # Reads cached features: the images only where a finished extraction's file is gone.
+                ids = u.args["features"]
+                ids = list(ids.values()) if isinstance(ids, dict) else [ids]
+                specs = [extracts[e].args["data"] for e in ids if e in extracts and _features_gone(plan, extracts[e])]
             else:
                 continue
             if any(s not in needed for s in specs) and not plan.is_done(u):
                 for s in specs:
                     needed.setdefault(s, u.id)
     return needed
+
+
+def _features_gone(plan: Plan, extract_unit: Unit) -> bool:
+    """True when the extraction is recorded as done but its features file is not on disk."""
+    rec = plan.read_record(extract_unit)
+    return rec is not None and not os.path.isfile(os.path.join(plan.config.out, rec["result"]["path"]))
 
 
 def check_data(plan: Plan, stages=STAGES) -> None:

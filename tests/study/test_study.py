@@ -192,6 +192,59 @@ def test_interrupted_study_resumes(tiny, tmp_path):
     assert got[("evaluate", "evaluate")]["result"]["summary"] == ref[("evaluate", "evaluate")]["result"]["summary"]
 
 
+def test_missing_feature_files_are_extracted_again(tiny, tmp_path, capsys):
+    """Published results keep the records, not the feature files: recomputing a score or a probe
+    on such a folder extracts the features again, into the path the record names, and leaves the
+    extraction records alone."""
+    import shutil
+
+    root, data, cfg, ref_out = tiny
+    out = str(tmp_path / "published")
+    shutil.copytree(ref_out, out)
+    ref = h.records(out)
+    shutil.rmtree(os.path.join(out, "features"))
+    os.remove(os.path.join(out, "records", "score", "score__toy__resnet8.json"))
+    os.remove(os.path.join(out, "records", "truth", "truth__toy__mobilenet6__p000__s0.json"))
+    cfg2 = h.write_config(str(tmp_path / "s.toml"), data, out)
+    assert main(["study", cfg2, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "ran extract 0, score 1, truth 1, evaluate 0 unit(s)" in err
+    assert "extract__toy__resnet8__train: features file missing, extracting again" in err
+    got = h.records(out)
+    for k, r in ref.items():
+        if k[0] == "extract":
+            assert got[k] == r  # untouched
+            # Back where the record says for what the two units read (resnet8's scored training
+            # split, mobilenet6's three probe splits); the rest stay gone until needed.
+            needed = k[1] == "extract__toy__resnet8__train" or "mobilenet6" in k[1]
+            assert os.path.isfile(os.path.join(out, r["result"]["path"])) == needed, k
+        elif k[0] in ("score", "truth"):
+            assert h.comparable(got[k]) == h.comparable(r), k  # same features: the same numbers
+
+
+def test_missing_feature_files_need_their_data(tiny, tmp_path, capsys):
+    """Without the dataset the features cannot be extracted again: one clear error, before any work."""
+    import shutil
+
+    root, data, cfg, ref_out = tiny
+    out = str(tmp_path / "published")
+    shutil.copytree(ref_out, out)
+    shutil.rmtree(os.path.join(out, "features"))
+    os.remove(os.path.join(out, "records", "score", "score__toy__resnet8.json"))
+    cfg2 = h.write_config(str(tmp_path / "s.toml"), data, out)
+    os.rename(data, data + ".away")  # the shared fixture's dataset, put back below
+    try:
+        assert main(["study", cfg2, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "dataset(s) not found, needed by unfinished units: toy" in err and "score__toy__resnet8" in err
+        # A finished study needs neither: its report comes from the records.
+        shutil.copy(os.path.join(ref_out, "records", "score", "score__toy__resnet8.json"),
+                    os.path.join(out, "records", "score"))
+        assert main(["study", cfg2, "--no-progress"]) == 0
+    finally:
+        os.rename(data + ".away", data)
+
+
 def test_demo_config_plans_from_the_package(tmp_path, capsys):
     """The demo's config and its embedded BreastMNIST ship inside the package."""
     assert main(["study", "--demo", "--dry-run", "--out", str(tmp_path / "demo")]) == 0
