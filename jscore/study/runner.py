@@ -46,6 +46,7 @@ class Context:
     def __init__(self, plan: Plan):
         self.plan, self.cfg = plan, plan.config
         self._backbones = {}
+        self._extracted_again = {}  # extract unit id -> run_extract result, for missing feature files
 
     def backbone(self, name: str):
         """(Backbone, variables) for a study backbone, built once per process."""
@@ -79,27 +80,34 @@ class Context:
         return os.path.join(self.cfg.out, "features")
 
     def features_path(self, extract_id: str) -> str:
-        """The features file of a finished extraction unit. The records are what a study keeps
-        (and publishes); the feature files are a cache beside them. A file that is gone (a fresh
-        clone of published results, a cleaned folder) is extracted again, into the same path:
-        its name is the extraction's cache key (backbone, weights, forward, data, split)."""
+        """The features file of a finished extraction unit.
+
+        The records are what a study keeps (and publishes); the feature files are a cache beside
+        them. A file that is gone (a fresh clone of published results, a cleaned folder) is
+        extracted again. Its name may differ from the record's (the cache key holds the dataset's
+        absolute path, which another machine or checkout changes); what the record pins must not:
+        the weights fingerprint, the number of examples, classes and feature dimensions.
+        """
         unit = next(u for u in self.plan.units["extract"] if u.id == extract_id)
         rec = self.plan.read_record(unit)
         if rec is None:
             raise RuntimeError(f"features of {extract_id} are not extracted yet")
         path = os.path.join(self.cfg.out, rec["result"]["path"])
-        if not os.path.isfile(path):
-            print(f"jscore study: {extract_id}: features file missing, extracting again "
-                  f"({rec['result']['path']})", file=sys.stderr)
-            again = run_extract(self, unit)
-            if again["path"] != rec["result"]["path"] or again["weights_fingerprint"] != rec["result"].get(
-                    "weights_fingerprint", again["weights_fingerprint"]):
-                raise ValueError(
-                    f"{extract_id}: its record names {rec['result']['path']} (weights "
-                    f"{rec['result'].get('weights_fingerprint')}), but extracting it now gives {again['path']} "
-                    f"(weights {again['weights_fingerprint']}): the backbone's weights or forward changed since "
-                    f"the record was written; delete {self.plan.record_path(unit)} to extract it afresh")
-        return path
+        if os.path.isfile(path):
+            return path
+        again = self._extracted_again.get(extract_id)
+        if again is None:
+            print(f"jscore study: {extract_id}: features file {rec['result']['path']} missing, extracting again",
+                  file=sys.stderr)
+            again = self._extracted_again[extract_id] = run_extract(self, unit)
+        pinned = ("weights_fingerprint", "num_examples", "num_classes", "feature_dim", "num_source_classes", "skipped")
+        changed = [f"{k} {rec['result'][k]} -> {again[k]}" for k in pinned
+                   if k in rec["result"] and rec["result"][k] != again[k]]
+        if changed:
+            raise ValueError(f"{extract_id}: extracting its missing features again does not give what its record "
+                             f"holds ({'; '.join(changed)}): the backbone or the data changed since the record was "
+                             f"written; delete {self.plan.record_path(unit)} to extract it afresh")
+        return os.path.join(self.cfg.out, again["path"])
 
 
 def count_params(variables) -> int:

@@ -209,7 +209,7 @@ def test_missing_feature_files_are_extracted_again(tiny, tmp_path, capsys):
     assert main(["study", cfg2, "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert "ran extract 0, score 1, truth 1, evaluate 0 unit(s)" in err
-    assert "extract__toy__resnet8__train: features file missing, extracting again" in err
+    assert "extract__toy__resnet8__train: features file features/resnet8__toy__train__" in err
     got = h.records(out)
     for k, r in ref.items():
         if k[0] == "extract":
@@ -220,6 +220,32 @@ def test_missing_feature_files_are_extracted_again(tiny, tmp_path, capsys):
             assert os.path.isfile(os.path.join(out, r["result"]["path"])) == needed, k
         elif k[0] in ("score", "truth"):
             assert h.comparable(got[k]) == h.comparable(r), k  # same features: the same numbers
+
+
+def test_published_study_moved_to_another_folder(tmp_path, capsys):
+    """The real case: a study folder with relative paths (config, data, records) cloned elsewhere,
+    its feature files absent. The features extracted again have another file name (the cache key
+    holds the dataset's absolute path) and the same numbers."""
+    import shutil
+
+    first = tmp_path / "first"
+    first.mkdir()
+    h.make_dataset(str(first / "toy.npz"))
+    h.write_config(str(first / "s.toml"), "toy.npz", "out", scores=["logme", "knn"])
+    assert main(["study", str(first / "s.toml"), "--no-progress"]) == 0
+    ref = h.records(str(first / "out"))
+    clone = tmp_path / "clone"
+    shutil.copytree(first, clone)
+    shutil.rmtree(clone / "out" / "features")
+    os.remove(clone / "out" / "records" / "score" / "score__toy__resnet8.json")
+    capsys.readouterr()
+    assert main(["study", str(clone / "s.toml"), "--no-progress"]) == 0
+    assert "ran extract 0, score 1, truth 0, evaluate 0 unit(s)" in capsys.readouterr().err
+    got = h.records(str(clone / "out"))
+    assert h.comparable(got[("score", "score__toy__resnet8")]) == h.comparable(ref[("score", "score__toy__resnet8")])
+    recorded = ref[("extract", "extract__toy__resnet8__train")]["result"]["path"]
+    assert not os.path.exists(clone / "out" / recorded)
+    assert len([f for f in os.listdir(clone / "out" / "features") if f.endswith(".npz")]) == 1
 
 
 def test_missing_feature_files_need_their_data(tiny, tmp_path, capsys):
