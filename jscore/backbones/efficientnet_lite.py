@@ -35,6 +35,7 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jscore.backbones import pointwise
 from jscore.backbones.base import Backbone, Preprocess
 from jscore.backbones.depthwise import DepthwiseConv
 from jscore.backbones.torch_checkpoint import read_state_dict
@@ -69,10 +70,12 @@ class MBConvLite(nn.Module):
         bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name)
         y = x
         if mid != cin:
-            y = nn.relu6(bn("bn0")(nn.Conv(mid, (1, 1), use_bias=False, name="expand_conv")(y)))
+            y = nn.relu6(bn("bn0")(nn.Conv(mid, (1, 1), use_bias=False, name="expand_conv",
+                                           conv_general_dilated=pointwise.conv_general_dilated)(y)))
         y = DepthwiseConv((k, k), (s, s), padding=_pad(k, self.padding), name="depthwise_conv")(y)
         y = nn.relu6(bn("bn1")(y))
-        y = bn("bn2")(nn.Conv(cout, (1, 1), use_bias=False, name="project_conv")(y))
+        y = bn("bn2")(nn.Conv(cout, (1, 1), use_bias=False, name="project_conv",
+                              conv_general_dilated=pointwise.conv_general_dilated)(y))
         if s == 1 and cin == cout:
             y = y + x
         return y
@@ -95,7 +98,8 @@ class EfficientNetLite(nn.Module):
         x = nn.relu6(bn("bn0")(x))
         for i, spec in enumerate(self.blocks):
             x = MBConvLite(tuple(spec), self.padding, name=f"blocks_{i}")(x, train)
-        x = nn.relu6(bn("bn1")(nn.Conv(self.head_width, (1, 1), use_bias=False, name="conv_head")(x)))
+        x = nn.relu6(bn("bn1")(nn.Conv(self.head_width, (1, 1), use_bias=False, name="conv_head",
+                    conv_general_dilated=pointwise.conv_general_dilated)(x)))
         features = jnp.mean(x, axis=(1, 2))
         return features, nn.Dense(self.num_classes, name="fc")(features)
 

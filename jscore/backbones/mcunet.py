@@ -29,6 +29,7 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jscore.backbones import pointwise
 from jscore.backbones.base import Backbone, Preprocess
 from jscore.backbones.depthwise import DepthwiseConv
 from jscore.backbones.torch_checkpoint import read_state_dict
@@ -56,11 +57,13 @@ class MBInvertedConv(nn.Module):
                                        epsilon=self.bn_eps, name=name)
         y = x
         if expand:
-            y = act(bn("inverted_bottleneck_bn")(nn.Conv(mid, (1, 1), use_bias=False, name="inverted_bottleneck")(y)))
+            y = act(bn("inverted_bottleneck_bn")(nn.Conv(mid, (1, 1), use_bias=False, name="inverted_bottleneck",
+                                                         conv_general_dilated=pointwise.conv_general_dilated)(y)))
         p = k // 2
         y = DepthwiseConv((k, k), (s, s), padding=((p, p), (p, p)), name="depth_conv")(y)
         y = act(bn("depth_conv_bn")(y))
-        y = bn("point_linear_bn")(nn.Conv(cout, (1, 1), use_bias=False, name="point_linear")(y))
+        y = bn("point_linear_bn")(nn.Conv(cout, (1, 1), use_bias=False, name="point_linear",
+                                          conv_general_dilated=pointwise.conv_general_dilated)(y))
         return x + y if shortcut else y
 
 

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jscore.backbones import pointwise
 from jscore.backbones.depthwise import depthwise_conv
 
 # TFLite's ActivationFunctionType values (schema.fbs), as names.
@@ -64,9 +65,10 @@ def conv_2d(x, kernel, bias=None, *, strides: Tuple[int, int] = (1, 1), padding:
     """TFLite CONV_2D: `[B, H, W, C_in]`, kernel `[KH, KW, C_in / G, C_out]`, bias `[C_out]` ->
     `[B, H', W', C_out]`. Groups G = C_in / kernel's input channels (1 for plain convolutions)."""
     groups = x.shape[-1] // kernel.shape[2]
-    y = lax.conv_general_dilated(x, kernel, tuple(strides), _padding(padding), rhs_dilation=tuple(dilation),
-                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-                                 precision=_HIGHEST)
+    # 1x1 layers as matrix products on the CPU (jscore.backbones.pointwise: 2-3x faster training).
+    y = pointwise.conv_general_dilated(x, kernel, tuple(strides), _padding(padding), rhs_dilation=tuple(dilation),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+                                       precision=_HIGHEST)
     if bias is not None:
         y = y + bias
     return fused_activation(y, activation)
