@@ -3,8 +3,8 @@
 A 1x1, stride-1 convolution of `[B, H, W, C]` with a `[1, 1, C, O]` kernel is the matrix product
 `[B*H*W, C] @ [C, O]`. XLA's CPU backend runs it as a convolution, and its gradients as
 convolutions that transpose both operands first: fine-tuning MobileNetV2 (224 px, batch 32, one
-core) spent 4.3 of 14 s per step in those transposes. As a `dot` the same step takes 7.7 s, and
-4.5 s with glibc's transparent huge pages (docs/performance.md). The mobile zoo's expansion and
+core) spent 4.3 of 14 s per step in those transposes; as a `dot` the step is 1.4x faster, and
+2.5x with glibc's transparent huge pages (docs/performance.md, benchmarks/bench_train_step.py). The mobile zoo's expansion and
 projection layers are all 1x1, so this decides the speed of fine-tuning on a laptop.
 
 The products are the same; only the order of the float32 sums differs (integer codes, as the
@@ -25,6 +25,10 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+
+# Read when a model is traced: False sends every convolution to the library (for benchmarks that
+# time both, benchmarks/bench_train_step.py). Not an option a user needs.
+USE_MATMUL = True
 
 
 def _is_nhwc(dimension_numbers) -> bool:
@@ -59,7 +63,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          precision=None, preferred_element_type=None):
     """`jax.lax.conv_general_dilated`, with plain 1x1 NHWC convolutions on the CPU backend as a
     matrix product (`pointwise_conv`); every other case, and other backends, call the library."""
-    if (jax.default_backend() == "cpu" and _is_nhwc(dimension_numbers) and batch_group_count == 1
+    if (USE_MATMUL and jax.default_backend() == "cpu" and _is_nhwc(dimension_numbers) and batch_group_count == 1
             and preferred_element_type is None
             and is_pointwise(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                              feature_group_count)):
