@@ -7,8 +7,10 @@ core) spent 4.3 of 14 s per step in those transposes; as a `dot` the step is 1.4
 2.5x with glibc's transparent huge pages (docs/performance.md, benchmarks/bench_train_step.py). The mobile zoo's expansion and
 projection layers are all 1x1, so this decides the speed of fine-tuning on a laptop.
 
-The products are the same; only the order of the float32 sums differs (integer codes, as the
-TFLite imports sum them, are added exactly either way, so their forward is bit for bit the same).
+The products are the same; only the order of the float32 sums differs. The integer TFLite
+imports sum integer codes, which float32 adds exactly in any order, so with their published
+weights the forward is bit for bit the same; once fine-tuning has moved the weights off their
+integer grid, the sums are ordinary float32 ones and differ in their last bits.
 
 `conv_general_dilated` has the signature of `jax.lax.conv_general_dilated` (what `flax.linen.Conv`
 calls; pass it as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`): a 1x1 NHWC/HWIO
