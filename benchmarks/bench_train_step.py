@@ -15,8 +15,8 @@ largest relative difference of the gradients.
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_train_step.py ...
 
 To time what one process of a sweep sees, pin it to one core with one XLA thread:
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
-      OPENBLAS_NUM_THREADS=1 taskset -c 0 python benchmarks/bench_train_step.py ...
+    XLA_FLAGS=--xla_cpu_multi_thread_eigen=false OPENBLAS_NUM_THREADS=1 \\
+      taskset -c 0 python benchmarks/bench_train_step.py ...
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` (glibc >= 2.35, transparent huge pages in "madvise"
 mode) backs XLA's large temporary buffers with 2 MiB pages, so a step no longer page-faults its
 way through them; it must be set before Python starts.
@@ -87,17 +87,24 @@ def main(argv=None):
     print("| backbone | forward conv s | forward matmul s | step conv s | step matmul s | step conv / matmul "
           "| compile conv / matmul s | forward equal | grads max rel diff |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|")
-    for name in args.backbones.split(","):
-        conv = measure(name, args.models_dir, args.batch_size, args.repeats, use_matmul=False)
-        mat = measure(name, args.models_dir, args.batch_size, args.repeats, use_matmul=True)
-        equal = bool(np.array_equal(conv["features"], mat["features"]))
-        rel = max(float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
-                  for a, b in zip(conv["grads"], mat["grads"]))
-        print(f"| {name} | {conv['forward'][1]:.2f} | {mat['forward'][1]:.2f} | {conv['step'][1]:.2f} | "
-              f"{mat['step'][1]:.2f} | {conv['step'][1] / mat['step'][1]:.2f}x | "
-              f"{conv['step'][0] - conv['step'][1]:.0f} / {mat['step'][0] - mat['step'][1]:.0f} | {equal} | {rel:.1e} |",
-              flush=True)
-    pointwise.USE_MATMUL = True
+    before = pointwise.USE_MATMUL
+    try:
+        for name in args.backbones.split(","):
+            report(name, args)
+    finally:
+        pointwise.USE_MATMUL = before
+
+
+def report(name: str, args) -> None:
+    conv = measure(name, args.models_dir, args.batch_size, args.repeats, use_matmul=False)
+    mat = measure(name, args.models_dir, args.batch_size, args.repeats, use_matmul=True)
+    equal = bool(np.array_equal(conv["features"], mat["features"]))
+    rel = max(float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-30))
+              for a, b in zip(conv["grads"], mat["grads"]))
+    print(f"| {name} | {conv['forward'][1]:.2f} | {mat['forward'][1]:.2f} | {conv['step'][1]:.2f} | "
+          f"{mat['step'][1]:.2f} | {conv['step'][1] / mat['step'][1]:.2f}x | "
+          f"{conv['step'][0] - conv['step'][1]:.0f} / {mat['step'][0] - mat['step'][1]:.0f} | {equal} | {rel:.1e} |",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ integer grid, the sums are ordinary float32 ones and differ in their last bits.
 
 `conv_general_dilated` has the signature of `jax.lax.conv_general_dilated` (what `flax.linen.Conv`
 calls; pass it as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`): a 1x1 NHWC/HWIO
-convolution with unit strides and dilations and one group becomes a `dot`; anything else goes
-to the library convolution unchanged.
+convolution with unit strides and input dilation, no padding, one group and operands of one
+dtype becomes a `dot` (a kernel dilation cannot change a 1x1 kernel, so it is ignored);
+anything else goes to the library convolution unchanged.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     """`jax.lax.conv_general_dilated`, with plain 1x1 NHWC convolutions on the CPU backend as a
     matrix product (`pointwise_conv`); every other case, and other backends, call the library."""
     if (USE_MATMUL and jax.default_backend() == "cpu" and _is_nhwc(dimension_numbers) and batch_group_count == 1
-            and preferred_element_type is None
+            and preferred_element_type is None and lhs.dtype == rhs.dtype
             and is_pointwise(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                              feature_group_count)):
         return pointwise_conv(lhs, rhs, precision=precision)

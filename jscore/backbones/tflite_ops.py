@@ -65,7 +65,7 @@ def conv_2d(x, kernel, bias=None, *, strides: Tuple[int, int] = (1, 1), padding:
     """TFLite CONV_2D: `[B, H, W, C_in]`, kernel `[KH, KW, C_in / G, C_out]`, bias `[C_out]` ->
     `[B, H', W', C_out]`. Groups G = C_in / kernel's input channels (1 for plain convolutions)."""
     groups = x.shape[-1] // kernel.shape[2]
-    # 1x1 layers as matrix products on the CPU (jscore.backbones.pointwise: 2-3x faster training).
+    # 1x1 layers as matrix products on the CPU (jscore.backbones.pointwise: faster training steps).
     y = pointwise.conv_general_dilated(x, kernel, tuple(strides), _padding(padding), rhs_dilation=tuple(dilation),
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
                                        precision=_HIGHEST)

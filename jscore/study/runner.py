@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from jscore.study.plan import STAGES, Plan, Unit
 
@@ -46,7 +46,6 @@ class Context:
     def __init__(self, plan: Plan):
         self.plan, self.cfg = plan, plan.config
         self._backbones = {}
-        self._extracted_again = {}  # extract unit id -> run_extract result, for missing feature files
 
     def backbone(self, name: str):
         """(Backbone, variables) for a study backbone, built once per process."""
@@ -80,34 +79,104 @@ class Context:
         return os.path.join(self.cfg.out, "features")
 
     def features_path(self, extract_id: str) -> str:
-        """The features file of a finished extraction unit.
-
-        The records are what a study keeps (and publishes); the feature files are a cache beside
-        them. A file that is gone (a fresh clone of published results, a cleaned folder) is
-        extracted again. Its name may differ from the record's (the cache key holds the dataset's
-        absolute path, which another machine or checkout changes); what the record pins must not:
-        the weights fingerprint, the number of examples, classes and feature dimensions.
-        """
+        """The features file of a finished extraction unit (the record's path, or where it was
+        extracted again: `regenerate_features`)."""
         unit = next(u for u in self.plan.units["extract"] if u.id == extract_id)
         rec = self.plan.read_record(unit)
         if rec is None:
             raise RuntimeError(f"features of {extract_id} are not extracted yet")
-        path = os.path.join(self.cfg.out, rec["result"]["path"])
-        if os.path.isfile(path):
-            return path
-        again = self._extracted_again.get(extract_id)
-        if again is None:
-            print(f"jscore study: {extract_id}: features file {rec['result']['path']} missing, extracting again",
-                  file=sys.stderr)
-            again = self._extracted_again[extract_id] = run_extract(self, unit)
-        pinned = ("weights_fingerprint", "num_examples", "num_classes", "feature_dim", "num_source_classes", "skipped")
-        changed = [f"{k} {rec['result'][k]} -> {again[k]}" for k in pinned
-                   if k in rec["result"] and rec["result"][k] != again[k]]
-        if changed:
-            raise ValueError(f"{extract_id}: extracting its missing features again does not give what its record "
-                             f"holds ({'; '.join(changed)}): the backbone or the data changed since the record was "
-                             f"written; delete {self.plan.record_path(unit)} to extract it afresh")
-        return os.path.join(self.cfg.out, again["path"])
+        path = features_file(self.plan, unit, rec)
+        if path is None:
+            raise RuntimeError(f"features file of {extract_id} ({rec['result']['path']}) is missing and was not "
+                               "extracted again")
+        return path
+
+
+def _alias_path(plan: Plan, extract_unit: Unit) -> str:
+    return os.path.join(plan.config.out, "features", extract_unit.id + ".path")
+
+
+def features_file(plan: Plan, extract_unit: Unit, rec: Optional[dict] = None) -> Optional[str]:
+    """The features file of a finished extraction on this machine, or None when it is gone.
+
+    The records are what a study keeps (and publishes); the feature files are a cache beside
+    them. One extracted again may have another name than its record's (the features cache key
+    holds the dataset's absolute path, which a clone elsewhere changes): `features/<unit id>.path`
+    then names it, so the published record is never rewritten.
+    """
+    rec = rec if rec is not None else plan.read_record(extract_unit)
+    if rec is None:
+        return None
+    path = os.path.join(plan.config.out, rec["result"]["path"])
+    if os.path.isfile(path):
+        return path
+    try:
+        with open(_alias_path(plan, extract_unit)) as fh:
+            path = os.path.join(plan.config.out, fh.read().strip())
+    except OSError:
+        return None
+    return path if os.path.isfile(path) else None
+
+
+PINNED = ("weights_fingerprint", "num_examples", "num_classes", "feature_dim", "num_source_classes", "skipped")
+
+
+def regenerate_features(ctx: "Context", unit: Unit) -> str:
+    """Extract a finished unit's missing features again -> their path. What the record pins
+    (`PINNED`: the weights fingerprint, the example, class and feature counts) must come out
+    the same, else ValueError naming the record to delete."""
+    rec = ctx.plan.read_record(unit)
+    print(f"jscore study: {unit.id}: features file {rec['result']['path']} missing, extracting again",
+          file=sys.stderr)
+    again = run_extract(ctx, unit)
+    changed = [f"{k} {rec['result'][k]} -> {again[k]}" for k in PINNED
+               if k in rec["result"] and rec["result"][k] != again[k]]
+    if changed:
+        raise ValueError(f"{unit.id}: extracting its missing features again does not give what its record "
+                         f"holds ({'; '.join(changed)}): the backbone or the data changed since the record was "
+                         f"written; delete {ctx.plan.record_path(unit)} to extract it afresh")
+    if again["path"] != rec["result"]["path"]:
+        _write_text_atomic(_alias_path(ctx.plan, unit), again["path"])
+    return os.path.join(ctx.cfg.out, again["path"])
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def features_to_regenerate(plan: Plan, stages=STAGES) -> List[Unit]:
+    """The finished extraction units, in plan order, whose features file is gone and that an
+    unfinished unit of `stages` reads (a scoring, a probe)."""
+    readers = _regeneration_readers(plan, stages)
+    return [u for u in plan.units.get("extract", []) if u.id in readers]
+
+
+def _regeneration_readers(plan: Plan, stages) -> dict:
+    """{extract unit id: the first unfinished unit that reads it} for finished extractions whose
+    features file is gone."""
+    extracts = {u.id: u for u in plan.units.get("extract", [])}
+    gone, readers = {}, {}
+    for stage in stages:
+        if stage not in ("score", "truth"):
+            continue
+        for u in plan.units.get(stage, []):
+            ids = u.args.get("features")
+            if ids is None:
+                continue
+            ids = list(ids.values()) if isinstance(ids, dict) else [ids]
+            if all(e in gone for e in ids) or plan.is_done(u):
+                continue
+            for e in ids:
+                if e not in gone and e in extracts:
+                    ex = extracts[e]
+                    gone[e] = plan.is_done(ex) and features_file(plan, ex) is None
+                    if gone[e]:
+                        readers[e] = u.id
+    return readers
 
 
 def count_params(variables) -> int:
@@ -308,6 +377,18 @@ def _bar(total: int, initial: int, desc: str, enabled: bool):
     return tqdm(total=total, initial=initial, desc=f"{desc:<8}", unit="unit", dynamic_ncols=True, file=sys.stderr)
 
 
+def _wait_until(left_fn: Callable[[], list], timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Block until `left_fn()` is empty (RuntimeError after `timeout_s`)."""
+    t0 = time.time()
+    while True:
+        left = left_fn()
+        if not left:
+            return
+        if time.time() - t0 > timeout_s:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {len(left)} {what}, e.g. {left[0]}")
+        time.sleep(poll_s)
+
+
 def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float = 0.2) -> None:
     """Block until every unit has a current record (another process's), or one has failed
     (a `.failed` file written after `since`: older ones are left from earlier runs)."""
@@ -330,9 +411,11 @@ def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float =
 def data_needed(plan: Plan, stages=STAGES) -> dict:
     """{dataset spec: first unfinished unit id that reads it} over `stages`. Probe ground truth
     and scores read cached features, not images, unless a finished extraction's features file is
-    gone (it is then extracted again: `Context.features_path`)."""
+    gone (it is then extracted again: `features_to_regenerate`)."""
     needed = {}
     extracts = {u.id: u for u in plan.units.get("extract", [])}
+    for eid, reader in _regeneration_readers(plan, stages).items():
+        needed.setdefault(extracts[eid].args["data"], reader)
     for stage in stages:
         for u in plan.units.get(stage, []):
             if stage == "extract":
@@ -340,23 +423,12 @@ def data_needed(plan: Plan, stages=STAGES) -> dict:
             elif stage == "truth" and u.args.get("features") is None:
                 d = next(x for x in plan.config.datasets if x.name == u.args["dataset"])
                 specs = [d.data] + [spec for _, spec, _ in d.extra_tests]
-            elif stage in ("score", "truth"):
-                # Reads cached features: the images only where a finished extraction's file is gone.
-                ids = u.args["features"]
-                ids = list(ids.values()) if isinstance(ids, dict) else [ids]
-                specs = [extracts[e].args["data"] for e in ids if e in extracts and _features_gone(plan, extracts[e])]
             else:
                 continue
             if any(s not in needed for s in specs) and not plan.is_done(u):
                 for s in specs:
                     needed.setdefault(s, u.id)
     return needed
-
-
-def _features_gone(plan: Plan, extract_unit: Unit) -> bool:
-    """True when the extraction is recorded as done but its features file is not on disk."""
-    rec = plan.read_record(extract_unit)
-    return rec is not None and not os.path.isfile(os.path.join(plan.config.out, rec["result"]["path"]))
 
 
 def check_data(plan: Plan, stages=STAGES) -> None:
@@ -388,6 +460,20 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     ctx = Context(plan)
     ran = {}
     started = time.time() - 1.0
+    # Feature files gone from finished extractions (published records, a cleaned cache): each is
+    # extracted again by the process that owns its extraction unit, once, before anything reads it.
+    regenerate = features_to_regenerate(plan, stages)
+    if regenerate:
+        owner = {u.id: k % count for k, u in enumerate(plan.units["extract"])}
+        for unit in regenerate:
+            if owner[unit.id] == pid:
+                try:
+                    regenerate_features(ctx, unit)
+                except ValueError as err:
+                    raise ValueError(f"extract unit {unit.id}: {err}") from err
+        if count > 1:
+            _wait_until(lambda: [u.id for u in regenerate if features_file(plan, u) is None], wait_timeout_s,
+                        "feature files extracted again by other processes")
     for stage in stages:
         units = plan.units.get(stage, [])
         if not units:

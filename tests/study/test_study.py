@@ -246,6 +246,27 @@ def test_published_study_moved_to_another_folder(tmp_path, capsys):
     recorded = ref[("extract", "extract__toy__resnet8__train")]["result"]["path"]
     assert not os.path.exists(clone / "out" / recorded)
     assert len([f for f in os.listdir(clone / "out" / "features") if f.endswith(".npz")]) == 1
+    assert got[("extract", "extract__toy__resnet8__train")] == ref[("extract", "extract__toy__resnet8__train")]
+    # The record is not rewritten; features/<id>.path names the new file, so a later run finds it
+    # without the data and without extracting again.
+    os.remove(clone / "out" / "records" / "score" / "score__toy__resnet8.json")
+    os.rename(clone / "toy.npz", clone / "away.npz")
+    assert main(["study", str(clone / "s.toml"), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "ran extract 0, score 1, truth 0, evaluate 0 unit(s)" in err and "extracting again" not in err
+    # Data that changed under the same path: the re-extraction disagrees with the record, and
+    # the error names the record to delete.
+    other = tmp_path / "other"
+    shutil.copytree(first, other)
+    shutil.rmtree(other / "out" / "features")
+    os.remove(other / "out" / "records" / "score" / "score__toy__resnet8.json")
+    arrays = dict(np.load(other / "toy.npz"))
+    arrays["train_images"], arrays["train_labels"] = arrays["train_images"][:30], arrays["train_labels"][:30]
+    np.savez(other / "toy.npz", **arrays)
+    assert main(["study", str(other / "s.toml"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "extract__toy__resnet8__train: extracting its missing features again does not give what its record holds" in err
+    assert "num_examples 40 -> 30" in err and "extract__toy__resnet8__train.json to extract it afresh" in err
 
 
 def test_missing_feature_files_need_their_data(tiny, tmp_path, capsys):
