@@ -109,16 +109,17 @@ def run(args) -> int:
         if unknown or not stages:
             raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
         stages = tuple(x for x in STAGES if x in stages)  # always in plan order
-    from jscore.study.runner import check_data
+    from jscore.study.runner import regeneration_readers, check_data
 
-    check_data(part, stages)  # a missing dataset fails here, before any work, unless its units are all done
+    readers = regeneration_readers(part, stages)  # reads every record: once, for both calls
+    check_data(part, stages, readers)  # a missing dataset fails here, before any work, unless its units are all done
     t0 = time.perf_counter()
     first = jax.process_index() == 0
     if first:
         print(f"study {cfg.name!r}: {sum(len(u) for u in plan.units.values())} units; output {cfg.out}",
               file=sys.stderr)
     ran = run_plan(part, stages=tuple(s for s in stages if part is plan or s != "evaluate"),
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, readers=readers)
     if part is not plan and "evaluate" in stages:
         ran.update(run_plan(plan, stages=("evaluate",), progress=not args.no_progress))
     if not first:

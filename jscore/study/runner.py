@@ -23,11 +23,7 @@ from jscore.study.plan import STAGES, Plan, Unit
 
 
 def _write_json_atomic(path: str, obj: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True, default=_json_default)
-    os.replace(tmp, path)
+    _write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=_json_default))
 
 
 def _json_default(v):
@@ -124,15 +120,19 @@ PINNED = ("weights_fingerprint", "num_examples", "num_classes", "feature_dim", "
 def regenerate_features(ctx: "Context", unit: Unit) -> str:
     """Extract a finished unit's missing features again -> their path. What the record pins
     (`PINNED`: the weights fingerprint, the example, class and feature counts) must come out
-    the same, else ValueError naming the record to delete."""
+    the same, else ValueError naming the record to delete. Every ValueError starts with
+    "extract unit <id>:"."""
     rec = ctx.plan.read_record(unit)
     print(f"jscore study: {unit.id}: features file {rec['result']['path']} missing, extracting again",
           file=sys.stderr)
-    again = run_extract(ctx, unit)
+    try:
+        again = run_extract(ctx, unit)
+    except ValueError as err:
+        raise ValueError(f"extract unit {unit.id}: extracting its missing features again: {err}") from err
     changed = [f"{k} {rec['result'][k]} -> {again[k]}" for k in PINNED
                if k in rec["result"] and rec["result"][k] != again[k]]
     if changed:
-        raise ValueError(f"{unit.id}: extracting its missing features again does not give what its record "
+        raise ValueError(f"extract unit {unit.id}: extracting its missing features again does not give what its record "
                          f"holds ({'; '.join(changed)}): the backbone or the data changed since the record was "
                          f"written; delete {ctx.plan.record_path(unit)} to extract it afresh")
     if again["path"] != rec["result"]["path"]:
@@ -148,14 +148,15 @@ def _write_text_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def features_to_regenerate(plan: Plan, stages=STAGES) -> List[Unit]:
+def features_to_regenerate(plan: Plan, stages=STAGES, readers: Optional[dict] = None) -> List[Unit]:
     """The finished extraction units, in plan order, whose features file is gone and that an
-    unfinished unit of `stages` reads (a scoring, a probe)."""
-    readers = _regeneration_readers(plan, stages)
+    unfinished unit of `stages` reads (a scoring, a probe). `readers`: `regeneration_readers`'
+    answer when the caller has it (it reads every record of the plan)."""
+    readers = regeneration_readers(plan, stages) if readers is None else readers
     return [u for u in plan.units.get("extract", []) if u.id in readers]
 
 
-def _regeneration_readers(plan: Plan, stages) -> dict:
+def regeneration_readers(plan: Plan, stages) -> dict:
     """{extract unit id: the first unfinished unit that reads it} for finished extractions whose
     features file is gone."""
     extracts = {u.id: u for u in plan.units.get("extract", [])}
@@ -389,32 +390,39 @@ def _wait_until(left_fn: Callable[[], list], timeout_s: float, what: str, poll_s
         time.sleep(poll_s)
 
 
+def _failed_since(plan: Plan, units, since: float) -> None:
+    """Raise RuntimeError when one of `units` failed in another process: a `.failed` file
+    beside its record written after `since` (older ones are left from earlier runs)."""
+    for u in units:
+        failed = plan.record_path(u) + ".failed"
+        if os.path.isfile(failed) and os.path.getmtime(failed) >= since:
+            with open(failed) as fh:
+                raise RuntimeError(f"unit {u.id} failed in another process: {fh.read().strip()}")
+
+
 def _wait_for(plan: Plan, units, timeout_s: float, since: float, poll_s: float = 0.2) -> None:
-    """Block until every unit has a current record (another process's), or one has failed
-    (a `.failed` file written after `since`: older ones are left from earlier runs)."""
-    t0 = time.time()
-    while True:
-        left = [u for u in units if not plan.is_done(u)]
-        if not left:
-            return
-        for u in left:
-            failed = plan.record_path(u) + ".failed"
-            if os.path.isfile(failed) and os.path.getmtime(failed) >= since:
-                with open(failed) as fh:
-                    raise RuntimeError(f"unit {u.id} failed in another process: {fh.read().strip()}")
-        if time.time() - t0 > timeout_s:
-            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {len(left)} unit(s) of other "
-                               f"processes, e.g. {left[0].id}")
-        time.sleep(poll_s)
+    """Block until every unit has a current record (another process's), or one has failed."""
+    def left():
+        units_left = [u for u in units if not plan.is_done(u)]
+        _failed_since(plan, units_left, since)
+        return [u.id for u in units_left]
+
+    _wait_until(left, timeout_s, "unit(s) of other processes", poll_s)
 
 
-def data_needed(plan: Plan, stages=STAGES) -> dict:
+def _write_failed(plan: Plan, unit: Unit, err: Exception) -> None:
+    path = plan.record_path(unit) + ".failed"
+    _write_text_atomic(path, f"{type(err).__name__}: {err}\n")
+
+
+def data_needed(plan: Plan, stages=STAGES, readers: Optional[dict] = None) -> dict:
     """{dataset spec: first unfinished unit id that reads it} over `stages`. Probe ground truth
     and scores read cached features, not images, unless a finished extraction's features file is
-    gone (it is then extracted again: `features_to_regenerate`)."""
+    gone (it is then extracted again: `features_to_regenerate`). `readers`: as there."""
     needed = {}
     extracts = {u.id: u for u in plan.units.get("extract", [])}
-    for eid, reader in _regeneration_readers(plan, stages).items():
+    readers = regeneration_readers(plan, stages) if readers is None else readers
+    for eid, reader in readers.items():
         needed.setdefault(extracts[eid].args["data"], reader)
     for stage in stages:
         for u in plan.units.get(stage, []):
@@ -431,12 +439,13 @@ def data_needed(plan: Plan, stages=STAGES) -> dict:
     return needed
 
 
-def check_data(plan: Plan, stages=STAGES) -> None:
+def check_data(plan: Plan, stages=STAGES, readers: Optional[dict] = None) -> None:
     """Raise one ValueError naming every dataset that an unfinished unit needs and that is not
-    on this machine (a finished study reproduces its report without its data)."""
+    on this machine (a finished study reproduces its report without its data). `readers`: as
+    for `features_to_regenerate`."""
     from jscore.study.config import missing_data
 
-    needed = data_needed(plan, stages)
+    needed = data_needed(plan, stages, readers)
     missing = missing_data(needed)
     if missing:
         names = {d.data: d.name for d in plan.config.datasets}
@@ -447,8 +456,9 @@ def check_data(plan: Plan, stages=STAGES) -> None:
 
 
 def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s: float = 24 * 3600.0,
-             on_unit: Optional[Callable[[Unit, dict], None]] = None) -> dict:
+             on_unit: Optional[Callable[[Unit, dict], None]] = None, readers: Optional[dict] = None) -> dict:
     """Run every unfinished unit of `plan` (this process's share of them) -> {stage: units run}.
+    `readers`: `regeneration_readers(plan, stages)` when the caller has it (it reads every record).
 
     Raises `RuntimeError` naming the unit when a unit fails (its error is also written beside
     the record as `<id>.json.failed`, so the other processes stop too).
@@ -456,24 +466,31 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     import jax
 
     pid, count = jax.process_index(), jax.process_count()
-    check_data(plan, stages)
+    if readers is None:
+        readers = regeneration_readers(plan, stages)  # reads every record: once
+    check_data(plan, stages, readers)
     ctx = Context(plan)
     ran = {}
     started = time.time() - 1.0
     # Feature files gone from finished extractions (published records, a cleaned cache): each is
     # extracted again by the process that owns its extraction unit, once, before anything reads it.
-    regenerate = features_to_regenerate(plan, stages)
+    regenerate = features_to_regenerate(plan, stages, readers)
     if regenerate:
         owner = {u.id: k % count for k, u in enumerate(plan.units["extract"])}
         for unit in regenerate:
             if owner[unit.id] == pid:
                 try:
                     regenerate_features(ctx, unit)
-                except ValueError as err:
-                    raise ValueError(f"extract unit {unit.id}: {err}") from err
+                except Exception as err:
+                    _write_failed(plan, unit, err)  # the other processes stop waiting for it
+                    raise
         if count > 1:
-            _wait_until(lambda: [u.id for u in regenerate if features_file(plan, u) is None], wait_timeout_s,
-                        "feature files extracted again by other processes")
+            def left():
+                missing = [u for u in regenerate if features_file(plan, u) is None]
+                _failed_since(plan, missing, started)
+                return [u.id for u in missing]
+
+            _wait_until(left, wait_timeout_s, "feature files extracted again by other processes")
     for stage in stages:
         units = plan.units.get(stage, [])
         if not units:
@@ -490,9 +507,7 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
             try:
                 result = RUNNERS[stage](ctx, unit)
             except Exception as err:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path + ".failed", "w") as fh:
-                    fh.write(f"{type(err).__name__}: {err}\n")
+                _write_failed(plan, unit, err)
                 if isinstance(err, ValueError):
                     raise ValueError(f"{stage} unit {unit.id}: {err}") from err
                 raise

@@ -292,6 +292,43 @@ def test_missing_feature_files_need_their_data(tiny, tmp_path, capsys):
         os.rename(data + ".away", data)
 
 
+def test_failed_regeneration_stops_the_other_processes(tiny, tmp_path, monkeypatch):
+    """Process 1 of 2 waits for the feature file that process 0 extracts again; when process 0
+    fails (its `.failed` file beside the extraction record), process 1 stops with its error
+    instead of waiting until the timeout."""
+    import shutil
+    import threading
+
+    import jax
+
+    from jscore.study import load_config, make_plan
+    from jscore.study.runner import features_to_regenerate, run_plan
+
+    root, data, cfg, ref_out = tiny
+    out = str(tmp_path / "published")
+    shutil.copytree(ref_out, out)
+    shutil.rmtree(os.path.join(out, "features"))
+    os.remove(os.path.join(out, "records", "score", "score__toy__resnet8.json"))
+    plan = make_plan(load_config(h.write_config(str(tmp_path / "s.toml"), data, out)))
+    (unit,) = features_to_regenerate(plan)
+    owner = [u.id for u in plan.units["extract"]].index(unit.id) % 2
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1 - owner)
+
+    def fail_in_owner():
+        time.sleep(1.0)
+        with open(plan.record_path(unit) + ".failed", "w") as fh:
+            fh.write("ValueError: extract unit X: the data changed\n")
+
+    writer = threading.Thread(target=fail_in_owner)
+    writer.start()
+    t0 = time.time()
+    with pytest.raises(RuntimeError, match=f"unit {unit.id} failed in another process: ValueError: extract unit X"):
+        run_plan(plan, progress=False, wait_timeout_s=120.0)
+    writer.join()
+    assert time.time() - t0 < 60.0
+
+
 def test_demo_config_plans_from_the_package(tmp_path, capsys):
     """The demo's config and its embedded BreastMNIST ship inside the package."""
     assert main(["study", "--demo", "--dry-run", "--out", str(tmp_path / "demo")]) == 0
