@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
+from jscore.finetune.choices import BATCH_NORM_MODES, HEAD_INITS, OPTIMIZERS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--head-init", choices=HEAD_INITS, default="random",
                    help="the new head's start: random (nn.Linear's) or probe (LP-FT: the L2 logistic regression "
                         "on the frozen features, its strength chosen on val; full mode only)")
+    g.add_argument("--batch-norm", choices=BATCH_NORM_MODES, default="train",
+                   help="train (the paper's: batch statistics, running averages updated) or frozen (the "
+                        "backbone trains in inference mode and keeps its pretrained statistics; full mode only)")
     g.add_argument("--image-size", type=int, help="model input side (default: the backbone's)")
     g.add_argument("--load-size", type=int, help="side of the stored squares the crops come from (default: the preset's resize size)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 weights")
@@ -101,6 +104,8 @@ def run(args) -> int:
         raise ValueError(f"--momentum and --no-nesterov apply to --optimizer sgd, not {args.optimizer}")
     if args.optimizer != "sgd" and args.mode != "full":
         raise ValueError(f"--optimizer {args.optimizer} applies to --mode full: the linear probe's recipe is SGD")
+    if args.batch_norm != "train" and args.mode != "full":
+        raise ValueError(f"--batch-norm {args.batch_norm} applies to --mode full: a probe's backbone is always frozen")
     if args.head_init == "probe" and args.mode != "full":
         # Checked before any image is read or feature extracted.
         raise ValueError("--head-init probe (LP-FT) applies to --mode full: a probe already trains only the head")
@@ -160,6 +165,7 @@ def run(args) -> int:
         momentum=0.9 if args.momentum is None else args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
         mode=args.mode, compute_dtype="bfloat16" if args.bf16 else "float32",
         augment=not args.no_augment, seed=args.seed, head_init=args.head_init, optimizer=args.optimizer,
+        batch_norm=args.batch_norm,
     )
     config.validate()
     dataset_name = args.dataset_name or args.data

@@ -5,10 +5,14 @@ config and the command line (standard library only: importing it loads no jax)."
 HEAD_INITS = ("random", "probe")
 # The optimiser: SGD with Nesterov momentum (the DART recipe), or AdamW.
 OPTIMIZERS = ("sgd", "adamw")
+# BatchNorm during full fine-tuning: "train" (batch statistics in each step, running averages
+# updated: PyTorch's model.train(), the DART recipe) or "frozen" (the backbone runs in inference
+# mode: its running statistics are used and kept; BatchNorm's scale and offset still train).
+BATCH_NORM_MODES = ("train", "frozen")
 
 # The value each choice had before it existed: a recipe at these values hashes without the field,
 # so run ids and study unit keys made before the choice stay the same.
-LEGACY_DEFAULTS = {"head_init": "random", "optimizer": "sgd"}
+LEGACY_DEFAULTS = {"head_init": "random", "optimizer": "sgd", "batch_norm": "train"}
 
 
 def drop_legacy_defaults(fields: dict) -> dict:

@@ -140,6 +140,7 @@ def sweep(
             "augment": config.augment,
             "head_init": config.head_init,
             "optimizer": config.optimizer,
+            "batch_norm": config.batch_norm,
             "versions": versions,
         }
         t0 = time.time()

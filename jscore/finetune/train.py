@@ -20,7 +20,7 @@ import optax
 
 from jscore.backbones.base import Backbone
 from jscore.finetune.augment import AugmentConfig
-from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
+from jscore.finetune.choices import BATCH_NORM_MODES, HEAD_INITS, OPTIMIZERS
 from jscore.finetune.metrics import confusion_matrix
 
 
@@ -47,6 +47,13 @@ class TrainConfig:
     # "sgd" (the paper's: Nesterov momentum, coupled weight decay) or "adamw" (Adam with
     # decoupled weight decay, Loshchilov & Hutter 2019; momentum and nesterov unused).
     optimizer: str = "sgd"
+    # "train" (the paper's: batch statistics, running averages updated) or "frozen": the backbone
+    # trains in inference mode, so BatchNorm uses and keeps its pretrained running statistics
+    # (and dropout, where a backbone has it, is off). Full mode only; a probe is always frozen.
+    # Why: with a short schedule the running averages (momentum 0.99 in the TF-trained
+    # EfficientNet-Lite) lag behind the target's batch statistics, so evaluation sees features
+    # that training never did (docs/finetune.md, "BatchNorm").
+    batch_norm: str = "train"
 
     def validate(self) -> None:
         if self.mode not in ("full", "probe"):
@@ -59,6 +66,10 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.optimizer != "sgd" and self.mode != "full":
             raise ValueError(f"optimizer={self.optimizer!r} applies to full fine-tuning; the probe's recipe is SGD")
+        if self.batch_norm not in BATCH_NORM_MODES:
+            raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {self.batch_norm!r}")
+        if self.batch_norm != "train" and self.mode != "full":
+            raise ValueError(f"batch_norm={self.batch_norm!r} applies to full fine-tuning; a probe's backbone is always frozen")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got {self.compute_dtype!r}")
         if not self.learning_rate > 0:
@@ -195,6 +206,7 @@ def make_train_step(
     """
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
     probe = config.mode == "probe"
+    backbone_train = config.batch_norm == "train"  # "frozen": inference mode, statistics kept
 
     def step(state: TrainState, images, labels, weights, rng):
         rng = jax.random.fold_in(rng, state.step)
@@ -206,7 +218,7 @@ def make_train_step(
         def loss_fn(params):
             logits, mutated = _forward(
                 backbone, like_variables, params, state.model_state, x,
-                train=True, rng=k_model, dtype=dtype, probe=probe,
+                train=backbone_train, rng=k_model, dtype=dtype, probe=probe,
             )
             ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
             loss = jnp.sum(ce * weights) / jnp.maximum(count, 1.0)

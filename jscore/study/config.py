@@ -73,6 +73,7 @@ class GroundTruth:
     augment: bool = True  # finetune only
     head_init: str = "random"  # finetune only: "probe" starts the head at the linear probe (LP-FT)
     optimizer: str = "sgd"  # finetune only: "sgd" (the paper's) or "adamw"
+    batch_norm: str = "train"  # finetune only: "train" (the paper's) or "frozen" (inference-mode backbone)
 
     def covers(self, dataset: str) -> bool:
         return not self.datasets or dataset in self.datasets
@@ -85,6 +86,8 @@ class GroundTruth:
             what += " from the linear probe's head (LP-FT)"
         if self.optimizer != "sgd":
             what += f" with {self.optimizer}"
+        if self.batch_norm != "train":
+            what += f", BatchNorm {self.batch_norm}"
         ranges = "" if self.search.startswith("point:") else (  # a point uses no range
             f" (lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, wd {self.wd_range[0]:g}..{self.wd_range[1]:g})")
         return (f"{what}, search {self.search}{ranges}, {self.epochs} epochs, batch {self.batch_size}, "
@@ -298,7 +301,7 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
         gt = dataclasses.replace(gt, name=gt.recipe)
     if gt.recipe not in RECIPES:
         raise ValueError(f"{w}: recipe must be one of {RECIPES}, got {gt.recipe!r}")
-    from jscore.finetune.choices import HEAD_INITS, OPTIMIZERS
+    from jscore.finetune.choices import BATCH_NORM_MODES, HEAD_INITS, OPTIMIZERS
 
     if gt.head_init not in HEAD_INITS:
         raise ValueError(f"{w}: head_init must be one of {HEAD_INITS}, got {gt.head_init!r}")
@@ -309,6 +312,11 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
     if gt.optimizer != "sgd" and gt.recipe != "finetune":
         raise ValueError(f"{w}: optimizer = {gt.optimizer!r} applies to recipe = 'finetune' only (the probe's "
                          "recipe is fixed)")
+    if gt.batch_norm not in BATCH_NORM_MODES:
+        raise ValueError(f"{w}: batch_norm must be one of {BATCH_NORM_MODES}, got {gt.batch_norm!r}")
+    if gt.batch_norm != "train" and gt.recipe != "finetune":
+        raise ValueError(f"{w}: batch_norm = {gt.batch_norm!r} applies to recipe = 'finetune' only (a probe's "
+                         "backbone is always frozen)")
     if gt.truth not in TRUTHS:
         raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
     if gt.select_by not in SELECT_BY:

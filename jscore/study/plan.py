@@ -66,6 +66,16 @@ def backbone_deps(cfg: StudyConfig, spec) -> dict:
     return deps
 
 
+def has_batch_norm(name: str) -> bool:
+    """Whether backbone `name` may have BatchNorm layers whose mode a fine-tuning recipe sets.
+    False only for what is known to have none: the TFLite imports (batch norm folded into the
+    convolutions; their `apply` ignores `train`)."""
+    from jscore.backbones.pretrained import PRETRAINED
+
+    entry = PRETRAINED.get(name)
+    return entry is None or entry.format != "tflite"
+
+
 def score_versions(names) -> dict:
     """The implementation versions above 1 of the scores `names` (empty when all are at 1)."""
     from jscore.scorers import REGISTRY
@@ -224,6 +234,8 @@ def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, un
                        for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),
                                                  ("test", d.data, d.test)] + list(d.extra_tests)}
     else:
+        if not has_batch_norm(b.name):
+            recipe.pop("batch_norm", None)  # no BatchNorm (folded into the weights): "frozen" changes nothing
         inputs = {"backbone": bdeps, "splits": [data_deps(cfg, d, d.data, s) for s in (d.train, d.val, d.test)],
                   "extra_tests": [[n, portable(sp, cfg), sl] for n, sp, sl in d.extra_tests]}
         feature_ids = None

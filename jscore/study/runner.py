@@ -274,7 +274,8 @@ def _train_config(ctx: Context, a: dict):
     gt = _truth_of(ctx, a)
     return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
                        batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
-                       augment=gt.augment, seed=a["seed"], head_init=gt.head_init, optimizer=gt.optimizer)
+                       augment=gt.augment, seed=a["seed"], head_init=gt.head_init, optimizer=gt.optimizer,
+                       batch_norm=gt.batch_norm)
 
 
 def run_dir_for(out: str, unit: Unit) -> str:

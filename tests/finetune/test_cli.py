@@ -60,6 +60,7 @@ def test_cli_sweep_writes_records_and_ground_truth(npz, tmp_path, capsys):
     (["--mode", "probe", "--head-init", "probe"], "--head-init probe (LP-FT) applies to --mode full"),
     (["--optimizer", "adamw", "--momentum", "0.5"], "--momentum and --no-nesterov apply to --optimizer sgd"),
     (["--optimizer", "adamw", "--mode", "probe"], "--optimizer adamw applies to --mode full"),
+    (["--batch-norm", "frozen", "--mode", "probe"], "--batch-norm frozen applies to --mode full"),
 ])
 def test_cli_bad_input_is_one_clear_error(npz, tmp_path, capsys, extra, message):
     argv = ["finetune", "--backbone", "resnet8_w4", "--data", f"npz:{npz}", "--image-size", "12",

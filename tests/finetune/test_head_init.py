@@ -132,6 +132,28 @@ def test_fit_starts_from_the_probe_head(splits):
     assert random_head["val_loss"] > rec["val_loss"] + 0.1
 
 
+def test_frozen_batch_norm_keeps_the_probe_heads_start(splits):
+    """With BatchNorm, LP-FT at a negligible learning rate stays at the probe head's validation
+    numbers only when the statistics are frozen: in "train" mode the running averages move
+    towards the target's batch statistics whatever the learning rate (the EfficientNet-Lite
+    finding of docs/finetune.md, "BatchNorm")."""
+    from ft_helpers import tiny_backbone
+
+    tiny = tiny_backbone(batch_norm=True)
+    train, val, test = splits
+    variables = tiny.init(jax.random.PRNGKey(0), jnp.zeros((1, 12, 12, 3)))
+    input_fn = image_input_fn(tiny.preprocess, 12, False)
+    recs = {}
+    for mode in ("frozen", "train"):
+        cfg = TrainConfig(learning_rate=1e-9, weight_decay=0.0, epochs=1, batch_size=32, eval_batch_size=64,
+                          augment=False, head_init="probe", optimizer="adamw", batch_norm=mode)
+        recs[mode] = fit(tiny, variables, train, val, {"test": test}, 3, cfg, input_fn, devices=jax.devices()[:1])
+    frozen, moved = recs["frozen"], recs["train"]
+    assert frozen["val_balanced_accuracy"] == pytest.approx(frozen["probe_head_val_balanced_accuracy"], abs=1e-9)
+    assert frozen["val_loss"] == pytest.approx(frozen["probe_head_val_loss"], rel=1e-3)
+    assert abs(moved["val_loss"] - moved["probe_head_val_loss"]) > 1e-2 * moved["probe_head_val_loss"]
+
+
 def test_study_run_folder_of_another_key_is_emptied(tmp_path):
     from jscore.study.plan import Unit
     from jscore.study.runner import run_dir_for

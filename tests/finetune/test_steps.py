@@ -167,6 +167,41 @@ def test_probe_mode_freezes_backbone_and_batch_stats(tiny, splits):
     assert int(new_f.step) == 1
 
 
+def test_frozen_batch_norm_trains_in_inference_mode(tiny, splits):
+    """batch_norm="frozen": the training step's forward is the evaluation forward (running
+    statistics), the statistics stay as they are, and the backbone's weights, BatchNorm's scale
+    and offset among them, still train. "train" (the paper's) uses the batch's statistics: its
+    loss on the same batch differs, and it moves the running averages."""
+    train, _, _ = splits
+    x, y = jnp.asarray(train.inputs[:32]), jnp.asarray(train.labels[:32])
+    losses = {}
+    for mode in ("frozen", "train"):
+        cfg = TrainConfig(learning_rate=0.5, augment=False, batch_norm=mode)
+        variables, tx, state = _tiny_state(tiny, cfg)
+        step = jax.jit(make_train_step(tiny, variables, tx, cfg, 3, _input_fn(tiny)))
+        new, m = step(state, x, y, jnp.ones(32), jax.random.PRNGKey(2))
+        losses[mode] = float(m["loss_sum"])
+        kept = jax.tree.leaves(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), state.model_state, new.model_state))
+        assert all(kept) == (mode == "frozen")
+        bn = lambda s: np.asarray(s.params["backbone"]["BatchNorm_0"]["scale"])  # noqa: E731
+        assert not np.allclose(bn(state), bn(new))
+    ev = jax.jit(make_eval_step(tiny, variables, TrainConfig(augment=False), 3, _input_fn(tiny)))
+    evaluated = float(ev(state, x, y, jnp.ones(32))["loss_sum"])
+    assert losses["frozen"] == pytest.approx(evaluated, rel=1e-5)
+    assert abs(losses["train"] - evaluated) > 1e-3 * evaluated
+
+
+def test_batch_norm_choice_is_checked_and_keyed():
+    from jscore.finetune.sweep import run_id
+
+    with pytest.raises(ValueError, match="batch_norm must be one of"):
+        TrainConfig(batch_norm="eval").validate()
+    with pytest.raises(ValueError, match="applies to full fine-tuning"):
+        TrainConfig(batch_norm="frozen", mode="probe").validate()
+    assert run_id("m", "d", TrainConfig(batch_norm="train")) == run_id("m", "d", TrainConfig())  # earlier ids
+    assert run_id("m", "d", TrainConfig(batch_norm="frozen")) != run_id("m", "d", TrainConfig())
+
+
 def test_eval_step_padding_is_neutral_and_matches_numpy():
     """Cached-feature path: weight-0 rows change nothing; loss equals a float64 NumPy softmax CE."""
     rng = np.random.default_rng(5)

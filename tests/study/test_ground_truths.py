@@ -95,6 +95,30 @@ def test_adamw_fine_tuning_is_its_own_recipe(tmp_path):
                                        ).truth_named("long").describe()
 
 
+def test_frozen_batch_norm_changes_only_the_keys_of_backbones_with_batch_norm(tmp_path):
+    """batch_norm = "frozen" is a new recipe for a backbone with BatchNorm layers (jscore's own
+    zoo here); a TFLite import has its batch norm folded into its weights, so the setting changes
+    nothing there and its finished runs keep their keys. The default ("train") keys nothing."""
+    from jscore.study import load_config, make_plan
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    ft = TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6', 'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6')
+    plans = {}
+    for opt in ("", 'batch_norm = "train"\n', 'batch_norm = "frozen"\n'):
+        text = ft.replace('epochs = 6\n', 'epochs = 6\n' + opt)
+        path = _config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), text)
+        text = open(path).read().replace('"resnet14"]', '"resnet14", "mobilenet_v2_1.0_224_quant"]')
+        open(path, "w").write(text)
+        cfg = load_config(path)
+        plans[opt] = {u.id: u.key for u in make_plan(cfg).units["truth"] if "__long__" in u.id}
+    default, train, frozen = plans.values()
+    assert default == train and len(default) == 16
+    tflite = [i for i in default if "mobilenet_v2_1.0_224_quant" in i]
+    assert len(tflite) == 4 and all(frozen[i] == default[i] for i in tflite)
+    assert all(frozen[i] != default[i] for i in default if i not in tflite)
+    assert "BatchNorm frozen" in cfg.truth_named("long").describe()
+
+
 @pytest.mark.parametrize("truths,message", [
     (TRUTHS.replace('name = "long"', 'name = "short"'), "ground truth names repeat"),
     (TRUTHS.replace('datasets = ["toy"]', 'datasets = ["toy3"]'), "datasets ['toy3'] are not datasets of this study"),
@@ -104,6 +128,10 @@ def test_adamw_fine_tuning_is_its_own_recipe(tmp_path):
     (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
                     'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\noptimizer = "adam"'),
      "optimizer must be one of"),
+    (TRUTHS.replace('epochs = 6', 'epochs = 6\nbatch_norm = "frozen"'), "batch_norm = 'frozen' applies to recipe = 'finetune' only"),
+    (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
+                    'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\nbatch_norm = "eval"'),
+     "batch_norm must be one of"),
 ])
 def test_bad_ground_truth_tables(tmp_path, truths, message):
     from jscore.study import load_config
