@@ -109,10 +109,11 @@ def run(args) -> int:
         if unknown or not stages:
             raise ValueError(f"--stages: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
         stages = tuple(x for x in STAGES if x in stages)  # always in plan order
-    from jscore.study.runner import regeneration_readers, check_data
+    from jscore.study.runner import prepare_run
 
-    readers = regeneration_readers(part, stages)  # reads every record: once, for both calls
-    check_data(part, stages, readers)  # a missing dataset fails here, before any work, unless its units are all done
+    # A missing dataset fails here, before any work, unless its units are all done; run_plan
+    # reuses the answer instead of reading the records and checking again.
+    readers = prepare_run(part, stages)
     t0 = time.perf_counter()
     first = jax.process_index() == 0
     if first:

@@ -456,10 +456,19 @@ def check_data(plan: Plan, stages=STAGES, readers: Optional[dict] = None) -> Non
                          + "; ".join(f"{names.get(s, s)}: {s} (e.g. unit {needed[s]})" for s in missing))
 
 
+def prepare_run(plan: Plan, stages=STAGES) -> dict:
+    """What `run_plan` checks before any work: every dataset an unfinished unit needs is here
+    (`check_data`: one ValueError otherwise) -> `regeneration_readers(plan, stages)`."""
+    readers = regeneration_readers(plan, stages)
+    check_data(plan, stages, readers)
+    return readers
+
+
 def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s: float = 24 * 3600.0,
              on_unit: Optional[Callable[[Unit, dict], None]] = None, readers: Optional[dict] = None) -> dict:
     """Run every unfinished unit of `plan` (this process's share of them) -> {stage: units run}.
-    `readers`: `regeneration_readers(plan, stages)` when the caller has it (it reads every record).
+    `readers`: `prepare_run(plan, stages)`'s answer when the caller has run it already (it reads
+    the records and checks the data; run_plan does both itself otherwise).
 
     Raises `RuntimeError` naming the unit when a unit fails (its error is also written beside
     the record as `<id>.json.failed`, so the other processes stop too).
@@ -467,9 +476,7 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     import jax
 
     pid, count = jax.process_index(), jax.process_count()
-    if readers is None:
-        readers = regeneration_readers(plan, stages)  # reads every record: once
-    check_data(plan, stages, readers)
+    readers = prepare_run(plan, stages) if readers is None else readers
     ctx = Context(plan)
     ran = {}
     started = time.time() - 1.0
