@@ -5,7 +5,7 @@
 
 A rerun skips finished units; an interrupted run resumes; an edited config recomputes only what
 the edit touches. With --distributed (after `jax.distributed.initialize()`), the units are
-divided over the processes.
+divided over the processes; with --claim, any number of independent processes share them.
 
 Top level: standard library only (the CLI imports every command to build its help).
 """
@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first and divide the units over the processes")
+    p.add_argument("--claim", action="store_true",
+                   help="share the units with every other `jscore study --claim` process on the same output "
+                        "folder: each takes the next free unit (one process per core or GPU; start any number, "
+                        "any time)")
 
 
 def _print_results(plan, record) -> None:
@@ -93,6 +97,8 @@ def run(args) -> int:
                      "evaluation runs when every unit of the study is done)")
         print(text)
         return 0
+    if args.distributed and args.claim:
+        raise ValueError("--claim and --distributed divide the units in two different ways: use one of them")
     if args.distributed:
         import jax
 
@@ -120,9 +126,9 @@ def run(args) -> int:
         print(f"study {cfg.name!r}: {sum(len(u) for u in plan.units.values())} units; output {cfg.out}",
               file=sys.stderr)
     ran = run_plan(part, stages=tuple(s for s in stages if part is plan or s != "evaluate"),
-                   progress=not args.no_progress, readers=readers)
+                   progress=not args.no_progress, readers=readers, claim=args.claim)
     if part is not plan and "evaluate" in stages:
-        ran.update(run_plan(plan, stages=("evaluate",), progress=not args.no_progress))
+        ran.update(run_plan(plan, stages=("evaluate",), progress=not args.no_progress, claim=args.claim))
     if not first:
         return 0
     done = ", ".join(f"{s} {n}" for s, n in ran.items())

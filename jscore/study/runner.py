@@ -5,7 +5,9 @@ finishes, so an interruption loses at most the unit in progress (and extraction 
 inside a unit from its finished chunks). With `jax.distributed` initialised, every process runs
 the units whose position in the plan is its `jax.process_index()` modulo `jax.process_count()`
 and waits, at the end of each stage, for the other processes' records (the output folder must be
-shared); the records are the merge.
+shared); the records are the merge. With `claim=True` (`jscore study --claim`) independent
+processes share the units instead, each taking the next free one by a claim file
+(`jscore.study.claims`): any number, started at any time, the load balanced as they go.
 
 The runner orchestrates the stages (`jscore.features`, `jscore.api.score`, `jscore.finetune`,
 `jscore.evaluate`); it adds no scoring or training logic of its own.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from typing import Callable, List, Optional
@@ -465,17 +468,26 @@ def prepare_run(plan: Plan, stages=STAGES) -> dict:
 
 
 def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s: float = 24 * 3600.0,
-             on_unit: Optional[Callable[[Unit, dict], None]] = None, readers: Optional[dict] = None) -> dict:
+             on_unit: Optional[Callable[[Unit, dict], None]] = None, readers: Optional[dict] = None,
+             claim: bool = False) -> dict:
     """Run every unfinished unit of `plan` (this process's share of them) -> {stage: units run}.
     `readers`: `prepare_run(plan, stages)`'s answer when the caller has run it already (it reads
     the records and checks the data; run_plan does both itself otherwise).
+    `claim`: share the units with any other processes started with it on the same output folder,
+    each taking the next free unit by a claim file (`jscore.study.claims`), and wait at the end of
+    each stage until every unit of it is finished (by whichever process). Not with
+    `jax.distributed`, which divides the units by position instead.
 
     Raises `RuntimeError` naming the unit when a unit fails (its error is also written beside
-    the record as `<id>.json.failed`, so the other processes stop too).
+    the record as `<id>.json.failed`, so the other processes stop too), and when no unit of a
+    stage another process holds finishes within `wait_timeout_s`.
     """
     import jax
 
     pid, count = jax.process_index(), jax.process_count()
+    if claim and count > 1:
+        raise ValueError("claim=True (--claim) with jax.distributed: use one of them (jax.distributed "
+                         "divides the units by position, claims share them between independent processes)")
     readers = prepare_run(plan, stages) if readers is None else readers
     ctx = Context(plan)
     ran = {}
@@ -483,7 +495,17 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     # Feature files gone from finished extractions (published records, a cleaned cache): each is
     # extracted again by the process that owns its extraction unit, once, before anything reads it.
     regenerate = features_to_regenerate(plan, stages, readers)
-    if regenerate:
+    if regenerate and claim:
+        def again(unit):
+            try:
+                regenerate_features(ctx, unit)
+            except Exception as err:
+                _write_failed(plan, unit, err)
+                raise
+
+        _run_claimed(plan, regenerate, lambda u: features_file(plan, u) is not None, again, started,
+                     wait_timeout_s, "feature files extracted again by other processes")
+    elif regenerate:
         owner = {u.id: k % count for k, u in enumerate(plan.units["extract"])}
         for unit in regenerate:
             if owner[unit.id] == pid:
@@ -507,7 +529,8 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
         todo = [u for u in mine if not plan.is_done(u)]
         bar = _bar(len(mine), len(mine) - len(todo), stage, progress and pid == 0)
         ran[stage] = 0
-        for unit in todo:
+
+        def run_unit(unit):
             path = plan.record_path(unit)
             if os.path.isfile(path + ".failed"):
                 os.remove(path + ".failed")
@@ -526,6 +549,7 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
                 status = "partial"
             record = {"stage": stage, "id": unit.id, "key": unit.key, "deps": unit.deps, "status": status,
                       "result": result, "wall_s": round(time.perf_counter() - t0, 3), "process": pid,
+                      "worker": f"{socket.gethostname()}:{os.getpid()}",
                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             _write_json_atomic(path, record)
             ran[stage] += 1
@@ -533,8 +557,63 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
                 on_unit(unit, record)
             if bar is not None:
                 bar.update(1)
+
+        if claim:
+            _run_claimed(plan, units, lambda u: _finished(plan, u, started), run_unit, started, wait_timeout_s,
+                         f"{stage} unit(s) other processes hold")
+        else:
+            for unit in todo:
+                run_unit(unit)
         if bar is not None:
             bar.close()
         if count > 1:
             _wait_for(plan, units, wait_timeout_s, started)
     return ran
+
+
+def _finished(plan: Plan, unit: Unit, since: float) -> bool:
+    """Done, or recorded with its current key by a run since `since` (an evaluation written while
+    some units are not done is `partial`, not done, and must not run again in a loop)."""
+    if plan.is_done(unit):
+        return True
+    path = plan.record_path(unit)
+    try:
+        if os.path.getmtime(path) < since:
+            return False
+    except OSError:
+        return False
+    rec = plan.read_record(unit)
+    return rec is not None and rec.get("key") == unit.key
+
+
+def _run_claimed(plan: Plan, units, finished: Callable[[Unit], bool], run_one: Callable[[Unit], None],
+                 since: float, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Run, one at a time, every unit of `units` not `finished` that no live process has claimed,
+    until all are finished. Stops with another process's error (its `.failed` file since
+    `since`), or with RuntimeError when nothing finishes for `timeout_s` s."""
+    from jscore.study import claims
+
+    last_progress, n_left = time.time(), None
+    while True:
+        left = [u for u in units if not finished(u)]
+        if not left:
+            return
+        _failed_since(plan, left, since)
+        if len(left) != n_left:
+            last_progress, n_left = time.time(), len(left)
+        took = False
+        for unit in left:
+            held = claims.take(plan.record_path(unit) + ".claim")
+            if held is None:
+                continue
+            with held:
+                if finished(unit):  # finished between our look and our claim
+                    continue
+                _failed_since(plan, [unit], since)  # failed elsewhere and released: stop, do not retry
+                run_one(unit)
+                took = True
+        if took:
+            continue
+        if time.time() - last_progress > timeout_s:
+            raise RuntimeError(f"timed out after {timeout_s:.0f} s waiting for {len(left)} {what}, e.g. {left[0].id}")
+        time.sleep(poll_s)
