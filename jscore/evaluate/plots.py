@@ -24,7 +24,20 @@ SCORE_TITLES = {
     "tmi": "TMI",
     "transrate": "TransRate",
     "knn": "k-NN",
+    "sfda": "SFDA",
+    "pactran": "PACTran (Gauss)",
+    "pac_dirichlet": "PACTran (Dir)",
+    "pac_gamma": "PACTran (Gamma)",
+    "etran_energy": "ETran energy",
+    "etran_lda": "ETran LDA",
+    "etran": "ETran",
+    "ncti_seli": "NCTI SeLI",
+    "ncti_ncc": "NCTI NCC",
+    "ncti_vc": "NCTI VC",
+    "ncti": "NCTI",
     "imagenet": "ImageNet acc.",
+    "source_top1": "source top-1",
+    "num_params": "parameters",
 }
 
 
@@ -32,18 +45,26 @@ def score_title(name: str) -> str:
     return SCORE_TITLES.get(name, name)
 
 
-def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
+def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2), max_columns=12):
     """Build the figure. r: `ResultsArrays`; ev: `Evaluation` (for tau; computed per panel if None).
 
-    Returns the matplotlib Figure; `fig.axes[:D*S]` are the panels in row-major order
-    (dataset-major), each titled '<dataset> / <score>' in its `get_label()`.
+    One row of panels per dataset; with more than `max_columns` scores a dataset's row wraps
+    onto ceil(S / max_columns) rows (so 24 scores of one dataset are two rows of 12, not one
+    strip 60 cm wide), every panel then titled with its score.
+
+    Returns the matplotlib Figure; its panels, in dataset-major then score order, carry the label
+    '<dataset> / <score>' (`get_label()`); unused cells of a wrapped grid are hidden.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if max_columns < 1:
+        raise ValueError(f"max_columns must be at least 1, got {max_columns}")
     S, D = len(r.score_names), len(r.datasets)
+    cols = min(S, max_columns)
+    rows_per = -(-S // cols)  # rows each dataset takes
     all_models = sorted({m for ms in r.models for m in ms})
     cmap = plt.get_cmap("tab20" if len(all_models) > 10 else "tab10")
     style = {m: (MARKERS[i % len(MARKERS)], cmap(i % cmap.N)) for i, m in enumerate(all_models)}
@@ -54,12 +75,15 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
         for row in ev.per_dataset.itertuples(index=False):
             taus[(row.score, row.dataset)] = (row.tau, row.wtau)
 
-    fig, axes = plt.subplots(D, S, figsize=(panel_size[0] * S + 1.0, panel_size[1] * D + 1.2), squeeze=False)
+    fig, axes = plt.subplots(D * rows_per, cols, figsize=(panel_size[0] * cols + 1.0, panel_size[1] * D * rows_per + 1.2),
+                             squeeze=False)
     for d, dn in enumerate(r.datasets):
         c = r.counts[d]
         y = r.truth[d, :c]
+        for k in range(S, rows_per * cols):  # the unused tail of this dataset's last row
+            axes[d * rows_per + k // cols, k % cols].set_visible(False)
         for s, sn in enumerate(r.score_names):
-            ax = axes[d, s]
+            ax = axes[d * rows_per + s // cols, s % cols]
             ax.set_label(f"{dn} / {sn}")
             ok = r.mask[s, d, :c]
             x = r.scores[s, d, :c]
@@ -94,9 +118,9 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
             ax.tick_params(labelsize=7)
             ax.xaxis.set_major_locator(plt.MaxNLocator(4))
             ax.yaxis.set_major_locator(plt.MaxNLocator(4))
-            if d == 0:
+            if d == 0 or rows_per > 1:
                 ax.set_title(score_title(sn), fontsize=11)
-            if s == 0:
+            if s % cols == 0:
                 ax.set_ylabel(f"{dn}\n{r.truth_name}", fontsize=9)
     handles = [
         plt.Line2D([], [], linestyle="", marker=style[m][0], color=style[m][1], markeredgecolor="black", markeredgewidth=0.4, markersize=7, label=m)
@@ -104,7 +128,7 @@ def scatter_grid(r, ev=None, *, panel_size=(2.6, 2.2)):
     ]
     if broken:
         handles.append(plt.Line2D([], [], linestyle="", marker="o", markerfacecolor="none", markeredgecolor="red", markersize=10, label="outside the score's bound"))
-    ncol = min(len(handles), max(1, S + 1))
+    ncol = min(len(handles), max(1, cols + 1))
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     rows_legend = -(-len(handles) // ncol)
     fig.tight_layout(rect=(0, 0.035 * rows_legend + 0.02, 1, 1))

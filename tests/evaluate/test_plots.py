@@ -80,3 +80,30 @@ def test_points_breaking_a_bound_are_ringed():
     assert len(rings) == 1
     np.testing.assert_allclose(rings[0].get_offsets()[0], [4.0, 0.8])
     plt.close(fig)
+
+
+def test_many_scores_wrap_onto_rows_per_dataset(arrays):
+    """3 scores with max_columns=2: each dataset takes 2 rows (2 panels + 1), its last cell hidden;
+    every panel is titled with its score and sits where dataset-major, row-major order puts it."""
+    import matplotlib.pyplot as plt
+
+    fig = scatter_grid(arrays, max_columns=2)
+    panels = {ax.get_label(): ax for ax in fig.axes if " / " in ax.get_label()}
+    assert len(panels) == 6
+    hidden = [ax for ax in fig.axes if not ax.get_visible()]
+    assert len(hidden) == 2 and all(" / " not in ax.get_label() for ax in hidden)
+    for d, dn in enumerate(arrays.datasets):
+        for s, sn in enumerate(arrays.score_names):
+            spec = panels[f"{dn} / {sn}"].get_subplotspec()
+            assert (spec.rowspan.start, spec.colspan.start) == (2 * d + s // 2, s % 2)
+            assert panels[f"{dn} / {sn}"].get_title() == {"leep": "LEEP", "logme": "LogME", "gbc": "GBC"}[sn]
+        assert panels[f"{dn} / {arrays.score_names[0]}"].get_ylabel().startswith(dn)
+        assert panels[f"{dn} / {arrays.score_names[2]}"].get_ylabel().startswith(dn)  # first column of the 2nd row
+    plt.close(fig)
+    fig = scatter_grid(arrays)  # 3 scores fit: one row per dataset, titles on the first row only
+    rows = {ax.get_subplotspec().rowspan.start for ax in fig.axes if " / " in ax.get_label()}
+    assert rows == {0, 1}
+    assert [ax.get_title() for ax in fig.axes if ax.get_label().startswith("beta /")] == ["", "", ""]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="max_columns"):
+        scatter_grid(arrays, max_columns=0)
