@@ -66,6 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-norm", choices=BATCH_NORM_MODES, default="train",
                    help="train (the paper's: batch statistics, running averages updated) or frozen (the "
                         "backbone trains in inference mode and keeps its pretrained statistics; full mode only)")
+    g.add_argument("--micro-batch-size", type=int, default=0, metavar="M",
+                   help="memory: split each training batch into micro-batches of M images whose gradients are "
+                        "summed (the same update to round-off; needs --batch-norm frozen on a backbone with "
+                        "BatchNorm; default: whole batches)")
     g.add_argument("--image-size", type=int, help="model input side (default: the backbone's)")
     g.add_argument("--load-size", type=int, help="side of the stored squares the crops come from (default: the preset's resize size)")
     g.add_argument("--bf16", action="store_true", help="bfloat16 compute, float32 weights")
@@ -165,7 +169,7 @@ def run(args) -> int:
         momentum=0.9 if args.momentum is None else args.momentum, nesterov=not args.no_nesterov, end_learning_rate=args.end_lr,
         mode=args.mode, compute_dtype="bfloat16" if args.bf16 else "float32",
         augment=not args.no_augment, seed=args.seed, head_init=args.head_init, optimizer=args.optimizer,
-        batch_norm=args.batch_norm,
+        batch_norm=args.batch_norm, micro_batch_size=args.micro_batch_size,
     )
     config.validate()
     dataset_name = args.dataset_name or args.data

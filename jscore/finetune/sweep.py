@@ -31,6 +31,7 @@ def run_id(model: str, dataset: str, config: TrainConfig, inputs: str = "images"
     """A readable, deterministic id: `<model>__<dataset>__<mode>_s<seed>_lr<..>_wd<..>_<hash>`;
     the hash covers every field of the config, so changing any number makes a new run."""
     cfg = drop_legacy_defaults(dataclasses.asdict(config))  # earlier runs keep their ids
+    cfg.pop("micro_batch_size")  # memory, not the result: the same run either way
     if config.optimizer != "sgd":  # momentum and Nesterov are SGD's: they do not make another AdamW run
         cfg.pop("momentum"), cfg.pop("nesterov")
     key = [model, dataset, cfg] + ([] if inputs == "images" else [inputs])
@@ -141,6 +142,7 @@ def sweep(
             "head_init": config.head_init,
             "optimizer": config.optimizer,
             "batch_norm": config.batch_norm,
+            "micro_batch_size": config.micro_batch_size,
             "versions": versions,
         }
         t0 = time.time()

@@ -54,6 +54,12 @@ class TrainConfig:
     # EfficientNet-Lite) lag behind the target's batch statistics, so evaluation sees features
     # that training never did (docs/finetune.md, "BatchNorm").
     batch_norm: str = "train"
+    # Memory, not the recipe: > 0 splits each training batch into micro-batches of this size
+    # whose gradients are summed before the one optimiser update, so activations are held for
+    # `micro_batch_size` images at a time. The same computation as the whole batch (to float
+    # round-off) when the backbone keeps no batch statistics in training (batch_norm="frozen",
+    # or a backbone without BatchNorm), the only case allowed; not part of a run's id.
+    micro_batch_size: int = 0
 
     def validate(self) -> None:
         if self.mode not in ("full", "probe"):
@@ -78,6 +84,9 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.epochs < 1 or self.batch_size < 1 or self.eval_batch_size < 1:
             raise ValueError("epochs, batch_size and eval_batch_size must be >= 1")
+        if self.micro_batch_size < 0 or (self.micro_batch_size and self.batch_size % self.micro_batch_size):
+            raise ValueError(f"micro_batch_size must be 0 (whole batches) or divide batch_size = {self.batch_size}, "
+                             f"got {self.micro_batch_size}")
         if not self.end_learning_rate > 0:
             raise ValueError(f"end_learning_rate must be > 0, got {self.end_learning_rate}")
 
@@ -207,6 +216,25 @@ def make_train_step(
     dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else jnp.float32
     probe = config.mode == "probe"
     backbone_train = config.batch_norm == "train"  # "frozen": inference mode, statistics kept
+    micro = config.micro_batch_size if 0 < config.micro_batch_size < config.batch_size else 0
+    if micro and backbone_train and not probe and split_variables(like_variables)[1]:
+        # Batch statistics of a micro-batch are not the batch's: the result would change.
+        raise ValueError(f"micro_batch_size={micro} with batch_norm='train' on a backbone with batch statistics "
+                         f"({sorted(split_variables(like_variables)[1])}) would normalise by micro-batch statistics; "
+                         "use batch_norm='frozen' or whole batches")
+
+    def grads_of(params, model_state, x, labels, weights, count, k_model):
+        def loss_fn(params):
+            logits, mutated = _forward(
+                backbone, like_variables, params, model_state, x,
+                train=backbone_train, rng=k_model, dtype=dtype, probe=probe,
+            )
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+            # Divided by the whole batch's count, so micro-batches' losses and gradients add up.
+            loss = jnp.sum(ce * weights) / jnp.maximum(count, 1.0)
+            return loss, (logits, mutated)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
     def step(state: TrainState, images, labels, weights, rng):
         rng = jax.random.fold_in(rng, state.step)
@@ -214,17 +242,21 @@ def make_train_step(
         x = input_fn(images, k_aug, train=True)
         weights = weights.astype(jnp.float32)
         count = jnp.sum(weights)
+        if not micro:
+            (loss, (logits, mutated)), grads = grads_of(state.params, state.model_state, x, labels, weights, count, k_model)
+        else:
+            n = labels.shape[0] // micro
+            split = lambda a: a.reshape((n, micro) + a.shape[1:])  # noqa: E731
 
-        def loss_fn(params):
-            logits, mutated = _forward(
-                backbone, like_variables, params, state.model_state, x,
-                train=backbone_train, rng=k_model, dtype=dtype, probe=probe,
-            )
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-            loss = jnp.sum(ce * weights) / jnp.maximum(count, 1.0)
-            return loss, (logits, mutated)
+            def one(total, part):
+                xb, yb, wb, i = part
+                (lb, (logits_b, _)), gb = grads_of(state.params, state.model_state, xb, yb, wb, count,
+                                                   jax.random.fold_in(k_model, i))
+                return jax.tree.map(jnp.add, total, (lb, gb)), logits_b
 
-        (loss, (logits, mutated)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            zero = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, state.params))
+            (loss, grads), logits = jax.lax.scan(one, zero, (split(x), split(labels), split(weights), jnp.arange(n)))
+            logits, mutated = logits.reshape((-1,) + logits.shape[2:]), {}
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         model_state = state.model_state

@@ -74,6 +74,7 @@ class GroundTruth:
     head_init: str = "random"  # finetune only: "probe" starts the head at the linear probe (LP-FT)
     optimizer: str = "sgd"  # finetune only: "sgd" (the paper's) or "adamw"
     batch_norm: str = "train"  # finetune only: "train" (the paper's) or "frozen" (inference-mode backbone)
+    micro_batch_size: int = 0  # finetune only: memory, not the recipe (TrainConfig); not in the unit keys
 
     def covers(self, dataset: str) -> bool:
         return not self.datasets or dataset in self.datasets
@@ -280,6 +281,14 @@ def from_dict(raw: dict, *, base_dir: str = ".", source: str = "<dict>") -> Stud
         name=str(raw.get("name", os.path.splitext(os.path.basename(source))[0] or "study")), source=source,
     )
     check_scores(cfg)
+    from jscore.study.plan import has_batch_norm
+
+    for t in truths:
+        with_bn = [b.name for b in backbones if has_batch_norm(b.name)]
+        if t.micro_batch_size and t.batch_norm == "train" and with_bn:
+            raise _err(where, f"ground truth {t.name!r}: micro_batch_size with batch_norm = 'train' would normalise "
+                              f"by micro-batch statistics on {with_bn[:3]}: set batch_norm = 'frozen' or drop "
+                              "micro_batch_size")
     if gt.recipe != "none" and len(backbones) < 2:
         raise _err(where, "a study with ground truth ranks backbones: give at least two")
     if cfg.bootstrap < 1 or cfg.batch_size < 1:
@@ -317,6 +326,12 @@ def _ground_truth(table: dict, w: str, dataset_names: list) -> GroundTruth:
     if gt.batch_norm != "train" and gt.recipe != "finetune":
         raise ValueError(f"{w}: batch_norm = {gt.batch_norm!r} applies to recipe = 'finetune' only (a probe's "
                          "backbone is always frozen)")
+    if not isinstance(gt.micro_batch_size, int) or gt.micro_batch_size < 0 or (
+            gt.micro_batch_size and gt.batch_size % gt.micro_batch_size):
+        raise ValueError(f"{w}: micro_batch_size must be 0 (whole batches) or divide batch_size = {gt.batch_size}, "
+                         f"got {gt.micro_batch_size!r}")
+    if gt.micro_batch_size and gt.recipe != "finetune":
+        raise ValueError(f"{w}: micro_batch_size applies to recipe = 'finetune' only")
     if gt.truth not in TRUTHS:
         raise ValueError(f"{w}: truth must be one of {TRUTHS}, got {gt.truth!r}")
     if gt.select_by not in SELECT_BY:

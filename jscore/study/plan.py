@@ -224,7 +224,8 @@ def _truth_units(cfg, gt, several: bool, d, b, bdeps: dict, extract_of: dict, un
 
     points = parse_search(gt.search, lr_range=gt.lr_range, wd_range=gt.wd_range)
     recipe = drop_legacy_defaults({k: v for k, v in dataclasses.asdict(gt).items()  # earlier records keep their keys
-                                   if k not in ("seeds", "search", "truth", "select_by", "name", "datasets")})
+                                   if k not in ("seeds", "search", "truth", "select_by", "name", "datasets",
+                                                "micro_batch_size")})
     if gt.recipe == "probe":
         inputs = {role: extract_of[(d.name, b.name, spec, split)].key
                   for role, spec, split in [("train", d.data, d.train), ("val", d.data, d.val),

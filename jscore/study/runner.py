@@ -278,7 +278,7 @@ def _train_config(ctx: Context, a: dict):
     return TrainConfig(learning_rate=a["learning_rate"], weight_decay=a["weight_decay"], epochs=gt.epochs,
                        batch_size=gt.batch_size, mode="probe" if gt.recipe == "probe" else "full",
                        augment=gt.augment, seed=a["seed"], head_init=gt.head_init, optimizer=gt.optimizer,
-                       batch_norm=gt.batch_norm)
+                       batch_norm=gt.batch_norm, micro_batch_size=gt.micro_batch_size)
 
 
 def run_dir_for(out: str, unit: Unit) -> str:

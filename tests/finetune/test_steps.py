@@ -242,3 +242,53 @@ def test_config_validation():
     for bad in (dict(mode="lora"), dict(compute_dtype="float16"), dict(learning_rate=0.0), dict(epochs=0)):
         with pytest.raises(ValueError):
             TrainConfig(**bad).validate()
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_micro_batches_give_the_whole_batch_update(splits, batch_norm):
+    """micro_batch_size=8 of a 32-image batch (its last 5 rows padding): two training steps give
+    the parameters (SGD: the update is linear in the gradient), loss and correct count of
+    whole-batch steps, to float32 round-off. With
+    BatchNorm the backbone is frozen (inference mode); without it, the paper's train mode."""
+    from tests.finetune.ft_helpers import tiny_backbone
+
+    net = tiny_backbone(batch_norm=batch_norm)
+    x, y = jnp.asarray(splits[0].inputs[:32]), jnp.asarray(splits[0].labels[:32])
+    w = jnp.asarray(np.r_[np.ones(27), np.zeros(5)], jnp.float32)
+    mode = "frozen" if batch_norm else "train"
+    out = {}
+    for micro in (0, 8):
+        cfg = TrainConfig(learning_rate=0.05, augment=False, batch_size=32, batch_norm=mode,
+                          micro_batch_size=micro)
+        cfg.validate()
+        variables, tx, state = _tiny_state(net, cfg)
+        step = jax.jit(make_train_step(net, variables, tx, cfg, 3, _input_fn(net)))
+        metrics = []
+        for k in range(2):
+            state, m = step(state, x, y, w, jax.random.PRNGKey(2))
+            metrics.append({n: float(v) for n, v in m.items()})
+        out[micro] = (state, metrics)
+    (whole, m0), (parts, m8) = out[0], out[8]
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(parts.params)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=2e-6)
+    for a, b in zip(m0, m8):
+        assert b["count"] == a["count"] == 27 and b["correct"] == a["correct"]
+        assert b["loss_sum"] == pytest.approx(a["loss_sum"], rel=1e-5)
+    # The update is not trivially small: the two steps moved the backbone.
+    first = jax.tree.leaves(_tiny_state(net, cfg)[2].params["backbone"])[0]
+    assert not np.allclose(np.asarray(first), np.asarray(jax.tree.leaves(parts.params["backbone"])[0]))
+
+
+def test_micro_batches_are_checked_and_not_part_of_the_run_id(tiny):
+    from jscore.finetune.sweep import run_id
+
+    with pytest.raises(ValueError, match="micro_batch_size must be 0 .* divide batch_size = 32"):
+        TrainConfig(batch_size=32, micro_batch_size=5).validate()
+    with pytest.raises(ValueError, match="micro_batch_size"):
+        TrainConfig(micro_batch_size=-1).validate()
+    assert run_id("m", "d", TrainConfig(batch_size=32, micro_batch_size=8)) == run_id("m", "d", TrainConfig(batch_size=32))
+    # Micro-batch statistics are not the batch's: refused with BatchNorm in train mode.
+    cfg = TrainConfig(augment=False, batch_size=32, micro_batch_size=8)
+    variables, tx, _ = _tiny_state(tiny, cfg)
+    with pytest.raises(ValueError, match="batch_norm='train' on a backbone with batch statistics"):
+        make_train_step(tiny, variables, tx, cfg, 3, _input_fn(tiny))

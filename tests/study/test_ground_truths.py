@@ -117,6 +117,11 @@ def test_frozen_batch_norm_changes_only_the_keys_of_backbones_with_batch_norm(tm
     assert len(tflite) == 4 and all(frozen[i] == default[i] for i in tflite)
     assert all(frozen[i] != default[i] for i in default if i not in tflite)
     assert "BatchNorm frozen" in cfg.truth_named("long").describe()
+    # micro_batch_size is memory, not the recipe: the keys stay those of whole batches.
+    path = _config(str(tmp_path / "m.toml"), data, str(tmp_path / "out"),
+                   ft.replace('epochs = 6\n', 'epochs = 6\nbatch_norm = "frozen"\nmicro_batch_size = 8\n'))
+    micro = {u.id: u.key for u in make_plan(load_config(path)).units["truth"] if "__long__" in u.id}
+    assert micro == {i: k for i, k in frozen.items() if "mobilenet_v2" not in i}
 
 
 @pytest.mark.parametrize("truths,message", [
@@ -132,6 +137,13 @@ def test_frozen_batch_norm_changes_only_the_keys_of_backbones_with_batch_norm(tm
     (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
                     'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\nbatch_norm = "eval"'),
      "batch_norm must be one of"),
+    (TRUTHS.replace('epochs = 6', 'epochs = 6\nmicro_batch_size = 4'), "micro_batch_size applies to recipe = 'finetune' only"),
+    (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
+                    'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\nbatch_norm = "frozen"\nmicro_batch_size = 5'),
+     "micro_batch_size must be 0 .* or divide batch_size = 16, got 5"),
+    (TRUTHS.replace('recipe = "probe"\nsearch = "grid:2x1"\nepochs = 6',
+                    'recipe = "finetune"\nsearch = "grid:2x1"\nepochs = 6\nmicro_batch_size = 4'),
+     "ground truth 'long': micro_batch_size with batch_norm = 'train' would normalise by micro-batch statistics"),
 ])
 def test_bad_ground_truth_tables(tmp_path, truths, message):
     from jscore.study import load_config
