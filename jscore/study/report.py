@@ -130,20 +130,30 @@ def result_names(plan: Plan, gt) -> tuple:
     return f"results_{gt.name}.csv", f"evaluation_{gt.name}"
 
 
-def truth_agreement(plan: Plan, tidies: dict):
-    """How the other ground truths rank the models against the primary one: per dataset both
-    cover, Kendall tau-b and weighted tau (95% bootstrap intervals over models) of each other
-    truth's mean-over-seeds value, treated as a score, against the primary's. -> (table
-    DataFrame, Evaluation) or (None, None) when no two ground truths share a dataset."""
+def agreement_file(plan: Plan, reference: str) -> str:
+    """Where `truth_agreement` stores its tidy table against `reference`: `agreement.csv` for the
+    primary ground truth, `agreement_<reference>.csv` for another."""
+    name = "agreement.csv" if reference == plan.config.truths()[0].name else f"agreement_{reference}.csv"
+    return os.path.join(plan.config.out, name)
+
+
+def truth_agreement(plan: Plan, tidies: dict, reference: Optional[str] = None):
+    """How the other ground truths rank the models against `reference` (a ground truth's name;
+    default the primary one): per dataset both cover, Kendall tau-b and weighted tau (95%
+    bootstrap intervals over models) of each other truth's mean-over-seeds value, treated as a
+    score, against the reference's. Also written as a tidy table (`agreement_file`). -> (table
+    DataFrame, Evaluation) or (None, None) when no other ground truth shares a dataset with it."""
     import pandas as pd
 
     from jscore.evaluate.report import evaluate_arrays
     from jscore.evaluate.results import to_arrays
 
     truths = [g for g in plan.config.truths() if g.recipe != "none" and not tidies.get(g.name, pd.DataFrame()).empty]
-    if len(truths) < 2:
+    reference = reference or plan.config.truths()[0].name
+    if len(truths) < 2 or reference not in [g.name for g in truths]:
         return None, None
-    first = truths[0]
+    first = next(g for g in truths if g.name == reference)
+    truths = [first] + [g for g in truths if g is not first]
 
     def means(g):
         col = f"test_{g.truth}"
@@ -167,7 +177,7 @@ def truth_agreement(plan: Plan, tidies: dict):
     if df.empty:
         return None, None
     # Stored as a tidy table, so `jscore evaluate agreement.csv --truth <first>_test_<truth>` recomputes it.
-    df.to_csv(os.path.join(plan.config.out, "agreement.csv"), index=False)
+    df.to_csv(agreement_file(plan, reference), index=False)
     ev = evaluate_arrays(to_arrays(df, truth=truth_col), seed=plan.config.seed, num_resamples=plan.config.bootstrap)
     per = ev.per_dataset[ev.per_dataset["models"] >= 3]  # pairs of ground truths that share the dataset
     table = pd.DataFrame({
@@ -314,12 +324,21 @@ def write_study_report(plan: Plan) -> dict:
                            "(1 = best).")]
         for dn, t in res["per_dataset"].items():
             sections += [("h3", f"{dn}" + (f" ({g.name})" if several else "")), ("table", t)]
-    agreement, _ = truth_agreement(plan, tidies) if several else (None, None)
-    if agreement is not None:
-        sections += [("h2", "Agreement between ground truths"),
-                     ("p", "Each other ground truth's model ranking (mean over its seeds) scored as if it were a "
-                           "transferability score against the first ground truth's."),
-                     ("table", agreement)]
+    headed = False
+    for k, g in enumerate(plan.config.truths() if several else []):
+        agreement, _ = truth_agreement(plan, tidies, g.name)
+        if agreement is None:
+            continue
+        if not headed:
+            headed = True
+            sections += [("h2", "Agreement between ground truths"),
+                         ("p", "Each other ground truth's model ranking (mean over its seeds) scored as if it were a "
+                               "transferability score against the first ground truth's.")]
+        if k > 0:
+            sections += [("h3", f"Against ground truth `{g.name}`"),
+                         ("p", f"The same, with `{g.name}` as the reference "
+                               f"(`{os.path.basename(agreement_file(plan, g.name))}`).")]
+        sections += [("table", agreement)]
     sections += [("h2", "Baselines without target data"), ("table", base)]
     spent = compute_spent(plan)
     if not spent.empty:

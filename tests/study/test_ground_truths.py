@@ -198,6 +198,17 @@ def test_study_with_two_ground_truths_reports_their_agreement(tmp_path):
     else:
         assert float(got) == pytest.approx(want, abs=0.005)
     assert "## Compute spent" in md and "truth (long)" in md
+    # Against the other ground truth as the reference: short scored against long, the same tau
+    # (Kendall's tau is symmetric), in its own tidy table that jscore evaluate reads.
+    assert "### Against ground truth `long`" in md
+    other = pd.read_csv(os.path.join(out, "agreement_long.csv"))
+    assert set(other["score"]) == {"short"} and "long_test_balanced_accuracy" in other
+    mine = other.set_index("model")
+    np.testing.assert_allclose(mine.loc[b.index, "value"], a.loc[b.index])
+    np.testing.assert_allclose(mine.loc[b.index, "long_test_balanced_accuracy"], b)
+    row = next(line for line in md.splitlines() if line.startswith("| short | long | toy |"))
+    got = row.split("|")[5].strip().split(" ")[0]
+    assert got == "n/a" if np.isnan(want) else float(got) == pytest.approx(want, abs=0.005)
 
 
 def test_diverged_run_is_recorded_and_never_selected(tmp_path):
