@@ -130,6 +130,16 @@ def run(args) -> int:
         kw["models_dir"] = args.models_dir
     backbone = get_backbone(args.backbone, image_size=args.image_size, weights=args.weights, **kw)
     variables = init_variables(backbone, args.seed)
+    if args.micro_batch_size and args.mode == "full":
+        # Checked before any image is read (the train step would refuse it only after loading).
+        from jscore.finetune.train import split_variables
+
+        if args.micro_batch_size < 0 or args.batch_size % args.micro_batch_size:
+            raise ValueError(f"--micro-batch-size {args.micro_batch_size} must divide --batch-size {args.batch_size}")
+        stats = split_variables(variables)[1]
+        if stats and args.batch_norm == "train":
+            raise ValueError(f"--micro-batch-size with --batch-norm train: {args.backbone} keeps batch statistics "
+                             f"({', '.join(sorted(stats))}), which micro-batches would change; add --batch-norm frozen")
     image_size = backbone.preprocess.image_size
     load_size = args.load_size or max(backbone.preprocess.resize_size, image_size)
     if load_size < image_size:
