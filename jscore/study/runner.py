@@ -495,25 +495,21 @@ def run_plan(plan: Plan, *, stages=STAGES, progress: bool = True, wait_timeout_s
     # Feature files gone from finished extractions (published records, a cleaned cache): each is
     # extracted again by the process that owns its extraction unit, once, before anything reads it.
     regenerate = features_to_regenerate(plan, stages, readers)
-    if regenerate and claim:
-        def again(unit):
-            try:
-                regenerate_features(ctx, unit)
-            except Exception as err:
-                _write_failed(plan, unit, err)
-                raise
+    def again(unit):
+        try:
+            regenerate_features(ctx, unit)
+        except Exception as err:
+            _write_failed(plan, unit, err)  # the other processes stop waiting for it
+            raise
 
+    if regenerate and claim:
         _run_claimed(plan, regenerate, lambda u: features_file(plan, u) is not None, again, started,
                      wait_timeout_s, "feature files extracted again by other processes")
     elif regenerate:
         owner = {u.id: k % count for k, u in enumerate(plan.units["extract"])}
         for unit in regenerate:
             if owner[unit.id] == pid:
-                try:
-                    regenerate_features(ctx, unit)
-                except Exception as err:
-                    _write_failed(plan, unit, err)  # the other processes stop waiting for it
-                    raise
+                again(unit)
         if count > 1:
             def left():
                 missing = [u for u in regenerate if features_file(plan, u) is None]

@@ -86,5 +86,23 @@ def jscore_cmd(*args):
     return [sys.executable, "-m", "jscore", *args]
 
 
+def run_together(commands, env, timeout=900):
+    """Start every command at once (cwd the repository) and wait for all -> [(stdout, stderr)];
+    each must exit 0. Generous timeout: CI shares its cores. All are killed if one times out."""
+    procs = [subprocess.Popen(c, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+    return outs, [p.pid for p in procs]
+
+
 def run_cli(*args, timeout=300):
     return subprocess.run(jscore_cmd(*args), env=env(), capture_output=True, text=True, timeout=timeout, cwd=REPO)

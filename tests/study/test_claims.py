@@ -96,18 +96,7 @@ def test_two_claiming_processes_equal_one(tiny, tmp_path):
     cfg = h.write_config(str(tmp_path / "two.toml"), data, out)
     env = h.env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    procs = [subprocess.Popen(h.jscore_cmd("study", cfg, "--claim", "--no-progress"), env=env, cwd=h.REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=900))
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
+    outs, pids = h.run_together([h.jscore_cmd("study", cfg, "--claim", "--no-progress")] * 2, env)
     got, ref = h.records(out), h.records(ref_out)
     assert set(got) == set(ref)
     for k in ref:
@@ -120,7 +109,7 @@ def test_two_claiming_processes_equal_one(tiny, tmp_path):
         n = sum(1 for k in ref if k[0] == stage)
         assert ran[0][stage] + ran[1][stage] == n, (stage, ran)
     workers = {r["worker"] for r in got.values()}
-    assert workers <= {f"{socket.gethostname()}:{p.pid}" for p in procs}
+    assert workers <= {f"{socket.gethostname()}:{pid}" for pid in pids}
     leftovers = [f for _, _, fs in os.walk(out) for f in fs if f.endswith((".claim", ".stale", ".failed"))]
     assert leftovers == []
 

@@ -3,7 +3,6 @@ result equals the one-process run's."""
 
 import os
 import socket
-import subprocess
 import sys
 
 
@@ -34,18 +33,7 @@ def test_two_processes_equal_one(tiny, tmp_path):
     addr = f"localhost:{_free_port()}"
     env = h.env()
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-    procs = [subprocess.Popen([sys.executable, "-c", SCRIPT, addr, str(i), cfg], env=env, cwd=h.REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            outs.append(p.communicate(timeout=900))  # generous: CI shares its cores
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
+    outs, _ = h.run_together([[sys.executable, "-c", SCRIPT, addr, str(i), cfg] for i in range(2)], env)
     assert "PROCESS 0 OF 2" in outs[0][0] and "PROCESS 1 OF 2" in outs[1][0]
     got, ref = h.records(out), h.records(ref_out)
     assert set(got) == set(ref)
