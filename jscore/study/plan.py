@@ -289,11 +289,77 @@ def _estimate_units(plan: Plan, units, stage: str, prefix: str, default: float) 
             "estimate_s": round(per * (len(units) - done), 1), "per_unit_s": round(per, 2)}
 
 
+def _train_sizes(plan: Plan) -> Dict[str, float]:
+    """Training images per dataset: the `num_examples` of an extraction record of its training
+    split (any backbone, any key: a split's size does not depend on the backbone), else the
+    config's cap on the split; datasets with neither are left out."""
+    sizes = {}
+    train_of = {d.name: (d.data, d.train) for d in plan.config.datasets}
+    for u in plan.units.get("extract", []):
+        d = u.args["dataset"]
+        if d in sizes or (u.args["data"], u.args["split"]) != train_of.get(d):
+            continue
+        try:
+            with open(plan.record_path(u)) as fh:
+                n = json.load(fh).get("result", {}).get("num_examples")
+        except (OSError, ValueError):
+            continue
+        if n:
+            sizes[d] = float(n)
+    for d in plan.config.datasets:
+        if d.name not in sizes and d.limit(d.train):
+            sizes[d.name] = float(d.limit(d.train))
+    return sizes
+
+
+def _fine_tuning_rates(plan: Plan, truth_units) -> Optional[dict]:
+    """Seconds per training image per epoch of each backbone's finished fine-tuning runs (every
+    fine-tuning ground truth of the study pooled; wall time, compile included), with the training
+    sizes they were computed with: {"by_backbone": {name: s}, "all": s, "sizes": {dataset: n}}.
+    None when no fine-tuning run of the study has finished."""
+    cfg = plan.config
+    sizes = _train_sizes(plan)
+    per_backbone: Dict[str, list] = {}
+    for u in truth_units:
+        gt = cfg.truth_named(u.args["truth"])
+        if gt.recipe != "finetune" or u.args["dataset"] not in sizes:
+            continue
+        rec = plan.read_record(u)
+        if rec is None or not rec.get("wall_s"):
+            continue
+        rate = float(rec["wall_s"]) / (gt.epochs * sizes[u.args["dataset"]])
+        per_backbone.setdefault(u.args["backbone"], []).append(rate)
+    if not per_backbone:
+        return None
+    means = {b: sum(r) / len(r) for b, r in per_backbone.items()}
+    return {"by_backbone": means, "all": sum(means.values()) / len(means), "sizes": sizes}
+
+
+def _estimate_fine_tuning(plan: Plan, gt, units, rates: dict) -> dict:
+    """A fine-tuning ground truth's units left, each costed as its backbone's seconds per image
+    and epoch (`_fine_tuning_rates`; the mean over backbones for one not yet run) times its
+    epochs times its dataset's training images: a zoo's runs differ by 40x between backbones,
+    and a sweep extended to a larger dataset costs more per run."""
+    sizes = rates["sizes"]
+    typical = sum(sizes.values()) / len(sizes)
+    done, left = 0, 0.0
+    for u in units:
+        if plan.is_done(u):
+            done += 1
+            continue
+        rate = rates["by_backbone"].get(u.args["backbone"], rates["all"])
+        left += rate * gt.epochs * sizes.get(u.args["dataset"], typical)
+    todo = len(units) - done
+    return {"units": len(units), "done": done, "todo": todo, "estimate_s": round(left, 1),
+            "per_unit_s": round(left / todo, 2) if todo else 0.0}
+
+
 def estimate(plan: Plan) -> Dict[str, dict]:
     """Per stage: units, done, todo, and an estimate of the remaining seconds: the mean wall time
     of the stage's finished units (or of earlier configs' records) times the units left. The
     truth stage is estimated per ground truth (a probe takes seconds, a fine-tuning run minutes)
-    and carries the parts under "by_truth"."""
+    and carries the parts under "by_truth"; a fine-tuning ground truth's runs are costed one by
+    one from their backbone's seconds per image and epoch (`_estimate_fine_tuning`)."""
     out = {}
     for stage in STAGES:
         units = plan.units.get(stage, [])
@@ -301,9 +367,13 @@ def estimate(plan: Plan) -> Dict[str, dict]:
             out[stage] = _estimate_units(plan, units, stage, f"{stage}__", _DEFAULT_COST[stage])
             continue
         parts = {}
+        rates = _fine_tuning_rates(plan, units)
         for gt in plan.config.truths():
             mine = [u for u in units if u.args.get("truth") == gt.name]
             if not mine:
+                continue
+            if gt.recipe == "finetune" and rates is not None:
+                parts[gt.name] = _estimate_fine_tuning(plan, gt, mine, rates)
                 continue
             # First-run guess for fine-tuning: about a minute per epoch of an 800-image subset for
             # the zoo's mobile backbones on 2 CPU cores (measured 15-220 s per epoch, 2026-11-30).

@@ -307,6 +307,60 @@ def test_dry_run_estimates_each_ground_truth_from_its_own_records(tmp_path):
     assert "  short" in text and "  long" in text
 
 
+def test_dry_run_costs_fine_tuning_per_backbone_image_and_epoch(tmp_path):
+    """A fine-tuning run's cost is its backbone's seconds per training image and epoch (from the
+    finished runs of every fine-tuning ground truth), times its epochs and its dataset's training
+    images (from an extraction record, else the config's cap); a backbone not yet run costs the
+    mean of the others."""
+    import json
+
+    from jscore.study import estimate, load_config, make_plan
+
+    truths = """
+[[ground_truth]]
+name = "ft"
+recipe = "finetune"
+search = "grid:2x1"
+epochs = 2
+batch_size = 16
+
+[[ground_truth]]
+name = "ft_long"
+recipe = "finetune"
+search = "point:0.01,1e-5"
+epochs = 4
+batch_size = 16
+datasets = ["toy"]
+"""
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    data2 = h.make_dataset(str(tmp_path / "toy2.npz"), seed=1)
+    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths,
+                              SECOND.format(data2=data2)))
+    plan = make_plan(cfg)
+
+    def record(unit, body):
+        os.makedirs(os.path.dirname(plan.record_path(unit)), exist_ok=True)
+        with open(plan.record_path(unit), "w") as fh:
+            json.dump(body, fh)
+
+    # toy: no extraction record, so its cap of 30 training images; toy2 (no cap): 60, recorded.
+    train2 = next(u for u in plan.units["extract"] if u.args["dataset"] == "toy2" and u.args["split"] == "train")
+    record(train2, {"key": "of another config", "status": "done", "result": {"num_examples": 60}})
+    ft = {(u.args["dataset"], u.args["backbone"], u.id.split("__")[-2]): u
+          for u in plan.units["truth"] if u.args["truth"] == "ft"}
+    # resnet8: 60 s for 2 epochs of 30 images = 1 s per image-epoch; mobilenet6: 120 s, 2 s.
+    for key, wall in ((("toy", "resnet8", "p000"), 60.0), (("toy", "resnet8", "p001"), 60.0),
+                      (("toy", "mobilenet6", "p000"), 120.0)):
+        record(ft[key], {"key": ft[key].key, "status": "done", "wall_s": wall})
+    est = estimate(plan)["truth"]["by_truth"]
+    # ft left: resnet8 on toy2 2 x (1 x 2 x 60); mobilenet6 on toy 1 x (2 x 2 x 30) and on toy2
+    # 2 x (2 x 2 x 60); resnet14 (not run: 1.5 s) 2 x (1.5 x 2 x 30) + 2 x (1.5 x 2 x 60).
+    assert est["ft"]["todo"] == 9 and est["ft"]["done"] == 3
+    assert est["ft"]["estimate_s"] == pytest.approx(240 + 120 + 480 + 180 + 360)
+    # ft_long (4 epochs, toy only, no run of its own) takes the same rates: 1, 2 and 1.5 s.
+    assert est["ft_long"]["estimate_s"] == pytest.approx((1 + 2 + 1.5) * 4 * 30)
+
+
 def test_describe_leaves_out_ranges_a_point_does_not_use():
     from jscore.study.config import GroundTruth
 
