@@ -24,6 +24,7 @@ import os
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jscore.backbones import pointwise
 from jscore.backbones.base import Backbone, Preprocess
 from jscore.backbones.torch_checkpoint import read_state_dict
 from jscore.backbones.torch_convert import StateDict, make_backbone
@@ -38,7 +39,8 @@ def _bn(train: bool, name: str):
 
 
 def _conv(width: int, stride: int, name: str):
-    return nn.Conv(width, (3, 3), (stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name)
+    return nn.Conv(width, (3, 3), (stride, stride), padding=((1, 1), (1, 1)), use_bias=False, name=name,
+                   conv_general_dilated=pointwise.conv_general_dilated)
 
 
 class BasicBlockA(nn.Module):

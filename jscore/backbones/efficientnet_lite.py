@@ -94,7 +94,7 @@ class EfficientNetLite(nn.Module):
     def __call__(self, x, train: bool = False):
         bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS, name=name)
         x = nn.Conv(self.stem_width, (3, 3), (2, 2), padding=_pad(3, self.padding), use_bias=False,
-                    name="conv_stem")(x)
+                    name="conv_stem", conv_general_dilated=pointwise.conv_general_dilated)(x)
         x = nn.relu6(bn("bn0")(x))
         for i, spec in enumerate(self.blocks):
             x = MBConvLite(tuple(spec), self.padding, name=f"blocks_{i}")(x, train)

@@ -79,7 +79,7 @@ class ConvBNAct(nn.Module):
     def __call__(self, x, train: bool):
         p = self.kernel // 2
         x = nn.Conv(self.width, (self.kernel, self.kernel), (self.stride, self.stride), padding=((p, p), (p, p)),
-                    use_bias=False, name="conv")(x)
+                    use_bias=False, name="conv", conv_general_dilated=pointwise.conv_general_dilated)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_eps, name="bn")(x)
         act = _act(self.act)
         return act(x) if act else x

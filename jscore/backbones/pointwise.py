@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jscore.backbones import conv_gradients
+
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 # Read when a model is traced: False sends every convolution to the library (for benchmarks that
@@ -65,12 +67,22 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
                          dimension_numbers=None, feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None):
     """`jax.lax.conv_general_dilated`, with plain 1x1 NHWC convolutions on the CPU backend as a
-    matrix product (`pointwise_conv`); every other case, and other backends, call the library."""
+    matrix product (`pointwise_conv`), and, inside `conv_gradients.product_gradients()` (the
+    micro-batch loop of a training step), regular NHWC convolutions with their gradients as matrix
+    products (`conv_gradients.conv_with_product_gradients`, same forward values); every other
+    case, and other backends, call the library."""
     if (USE_MATMUL and jax.default_backend() == "cpu" and _is_nhwc(dimension_numbers) and batch_group_count == 1
             and preferred_element_type is None and lhs.dtype == rhs.dtype
             and is_pointwise(lhs.shape, rhs.shape, window_strides, padding, lhs_dilation, rhs_dilation,
                              feature_group_count)):
         return pointwise_conv(lhs, rhs, precision=precision)
+    if (conv_gradients.is_active() and jax.default_backend() == "cpu" and _is_nhwc(dimension_numbers)
+            and feature_group_count == 1 and batch_group_count == 1 and preferred_element_type is None
+            and lhs.dtype == rhs.dtype and all(d == 1 for d in (lhs_dilation or ()))):
+        dilation = tuple(rhs_dilation or (1, 1))
+        pads = conv_gradients.explicit_padding(lhs.shape, rhs.shape, tuple(window_strides), padding, dilation)
+        if all(p >= 0 for pair in pads for p in pair):  # inside a micro-batch loop: see conv_gradients
+            return conv_gradients.conv_with_product_gradients(lhs, rhs, window_strides, pads, dilation, precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
                                     rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
                                     feature_group_count=feature_group_count, batch_group_count=batch_group_count,

@@ -4,8 +4,9 @@ module: several test folders have a conftest.py, so `from conftest import` would
 import numpy as np
 
 
-def tiny_backbone(width: int = 8, batch_norm: bool = True):
-    """A random-init conv net (conv-BN-relu x2, global mean pool) wrapped as a `Backbone`."""
+def tiny_backbone(width: int = 8, batch_norm: bool = True, conv_general_dilated=None):
+    """A random-init conv net (conv-BN-relu x2, global mean pool) wrapped as a `Backbone`; its 3x3
+    convolutions call `conv_general_dilated` when given (e.g. jscore's `pointwise` one)."""
     import flax.linen as nn
     import jax.numpy as jnp
 
@@ -15,7 +16,8 @@ def tiny_backbone(width: int = 8, batch_norm: bool = True):
         @nn.compact
         def __call__(self, x, train: bool):
             for i in range(2):
-                x = nn.Conv(width, (3, 3), strides=(2, 2) if i else (1, 1))(x)
+                conv = {} if conv_general_dilated is None else {"conv_general_dilated": conv_general_dilated}
+                x = nn.Conv(width, (3, 3), strides=(2, 2) if i else (1, 1), **conv)(x)
                 if batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
                 x = nn.relu(x)

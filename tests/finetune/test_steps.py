@@ -244,15 +244,21 @@ def test_config_validation():
             TrainConfig(**bad).validate()
 
 
-@pytest.mark.parametrize("batch_norm", [True, False])
-def test_micro_batches_give_the_whole_batch_update(splits, batch_norm):
+@pytest.mark.parametrize("batch_norm,convs", [(True, "library"), (False, "library"), (True, "jscore"),
+                                               (False, "jscore")])
+def test_micro_batches_give_the_whole_batch_update(splits, batch_norm, convs):
     """micro_batch_size=8 of a 32-image batch (its last 5 rows padding): two training steps give
     the parameters (SGD: the update is linear in the gradient), loss and correct count of
     whole-batch steps, to float32 round-off. With
-    BatchNorm the backbone is frozen (inference mode); without it, the paper's train mode."""
+    BatchNorm the backbone is frozen (inference mode); without it, the paper's train mode. With
+    jscore's convolutions (`pointwise.conv_general_dilated`, as the zoo's imports use) the
+    micro-batch loop takes the 3x3 convolutions' gradients as matrix products
+    (backbones/conv_gradients.py) and the whole batch the library's: they must agree."""
+    from jscore.backbones import pointwise
     from tests.finetune.ft_helpers import tiny_backbone
 
-    net = tiny_backbone(batch_norm=batch_norm)
+    net = tiny_backbone(batch_norm=batch_norm,
+                        conv_general_dilated=pointwise.conv_general_dilated if convs == "jscore" else None)
     x, y = jnp.asarray(splits[0].inputs[:32]), jnp.asarray(splits[0].labels[:32])
     w = jnp.asarray(np.r_[np.ones(27), np.zeros(5)], jnp.float32)
     mode = "frozen" if batch_norm else "train"
