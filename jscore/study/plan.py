@@ -312,19 +312,20 @@ def _train_sizes(plan: Plan) -> Dict[str, float]:
     return sizes
 
 
-def _fine_tuning_rates(plan: Plan, truth_units) -> Optional[dict]:
+def _fine_tuning_rates(plan: Plan, records: Dict[str, Optional[dict]]) -> Optional[dict]:
     """Seconds per training image per epoch of each backbone's finished fine-tuning runs (every
     fine-tuning ground truth of the study pooled; wall time, compile included), with the training
     sizes they were computed with: {"by_backbone": {name: s}, "all": s, "sizes": {dataset: n}}.
-    None when no fine-tuning run of the study has finished."""
+    `records`: unit id -> its current record or None, for the fine-tuning units. None when no
+    fine-tuning run of the study has finished."""
     cfg = plan.config
     sizes = _train_sizes(plan)
     per_backbone: Dict[str, list] = {}
-    for u in truth_units:
-        gt = cfg.truth_named(u.args["truth"])
-        if gt.recipe != "finetune" or u.args["dataset"] not in sizes:
+    for u in plan.units.get("truth", []):
+        if u.id not in records or u.args["dataset"] not in sizes:
             continue
-        rec = plan.read_record(u)
+        gt = cfg.truth_named(u.args["truth"])
+        rec = records[u.id]
         if rec is None or not rec.get("wall_s"):
             continue
         rate = float(rec["wall_s"]) / (gt.epochs * sizes[u.args["dataset"]])
@@ -335,7 +336,7 @@ def _fine_tuning_rates(plan: Plan, truth_units) -> Optional[dict]:
     return {"by_backbone": means, "all": sum(means.values()) / len(means), "sizes": sizes}
 
 
-def _estimate_fine_tuning(plan: Plan, gt, units, rates: dict) -> dict:
+def _estimate_fine_tuning(gt, units, records: Dict[str, Optional[dict]], rates: dict) -> dict:
     """A fine-tuning ground truth's units left, each costed as its backbone's seconds per image
     and epoch (`_fine_tuning_rates`; the mean over backbones for one not yet run) times its
     epochs times its dataset's training images: a zoo's runs differ by 40x between backbones,
@@ -344,7 +345,7 @@ def _estimate_fine_tuning(plan: Plan, gt, units, rates: dict) -> dict:
     typical = sum(sizes.values()) / len(sizes)
     done, left = 0, 0.0
     for u in units:
-        if plan.is_done(u):
+        if records[u.id] is not None:
             done += 1
             continue
         rate = rates["by_backbone"].get(u.args["backbone"], rates["all"])
@@ -367,13 +368,16 @@ def estimate(plan: Plan) -> Dict[str, dict]:
             out[stage] = _estimate_units(plan, units, stage, f"{stage}__", _DEFAULT_COST[stage])
             continue
         parts = {}
-        rates = _fine_tuning_rates(plan, units)
+        # Each fine-tuning run's record read once, for its rate and for whether it is done.
+        records = {u.id: plan.read_record(u) for u in units
+                   if plan.config.truth_named(u.args["truth"]).recipe == "finetune"}
+        rates = _fine_tuning_rates(plan, records)
         for gt in plan.config.truths():
             mine = [u for u in units if u.args.get("truth") == gt.name]
             if not mine:
                 continue
             if gt.recipe == "finetune" and rates is not None:
-                parts[gt.name] = _estimate_fine_tuning(plan, gt, mine, rates)
+                parts[gt.name] = _estimate_fine_tuning(gt, mine, records, rates)
                 continue
             # First-run guess for fine-tuning: about a minute per epoch of an 800-image subset for
             # the zoo's mobile backbones on 2 CPU cores (measured 15-220 s per epoch, 2026-11-30).
