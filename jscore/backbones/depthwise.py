@@ -8,6 +8,15 @@ XLA fuses into one elementwise pass (measured: [32, 56, 56, 144], 3x3, 2-core CP
 V1/V2/V3/EdgeTPU, MCUNet, EfficientNet-Lite) spend most of their time here, so this decides the
 speed of extraction and fine-tuning on a laptop. On accelerators the library convolution is used.
 
+Its gradients are written out as well (a custom VJP): left to autodiff, the input gradient is a
+sum of KH*KW pads to the input's full size, which XLA:CPU runs as one slow loop, and the kernel
+gradient materialises every shifted window before reducing it. Written out, the input gradient
+is the forward's own pattern (one pad of the output gradient, then shifted slices times the
+kernel turned round) and the kernel gradient sums row by row; a 3x3 layer of `[8, 56, 56, 144]`
+takes 0.26 s forward and backward against 0.98 s (`benchmarks/bench_depthwise.py`,
+docs/performance.md). Forward-mode differentiation (`jax.jvp`) of the shifted method is not
+defined; reverse mode, `vmap` and `jit` are.
+
 `depthwise_conv` is the function; `DepthwiseConv` is a Flax layer with the parameter layout of
 `flax.linen.Conv(features=C, feature_group_count=C)` (kernel `[KH, KW, 1, C]`), so converted
 checkpoints load into either.
@@ -15,6 +24,7 @@ checkpoints load into either.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -72,26 +82,100 @@ def depthwise_conv(x, kernel, *, strides: Sequence[int] = (1, 1), padding: Paddi
     if method != "shifted":
         raise ValueError(f"method must be 'auto', 'shifted' or 'lax', got {method!r}")
     pads = padding if not isinstance(padding, str) else (padding, padding)
-    (sh, sw), (dh, dw) = strides, dilation
-    (pt, pb) = _explicit_padding(x.shape[1], kh, sh, dh, pads[0])
-    (pl, pr) = _explicit_padding(x.shape[2], kw, sw, dw, pads[1])
-    if outputs != channels:
-        x = jnp.repeat(x, outputs // channels, axis=-1)
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out_h = (xp.shape[1] - (kh - 1) * dh - 1) // sh + 1
-    out_w = (xp.shape[2] - (kw - 1) * dw - 1) // sw + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"depthwise kernel {kh}x{kw} is larger than its padded input {xp.shape[1:3]}")
-    kernel = kernel.astype(x.dtype)
-    y = None
+    (sh, sw), (dh, dw) = (int(v) for v in strides), (int(v) for v in dilation)
+    pads = (_explicit_padding(x.shape[1], kh, sh, dh, pads[0]), _explicit_padding(x.shape[2], kw, sw, dw, pads[1]))
+    padded = (x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]))
+    if padded[0] < (kh - 1) * dh + 1 or padded[1] < (kw - 1) * dw + 1:
+        raise ValueError(f"depthwise kernel {kh}x{kw} is larger than its padded input {padded}")
+    return _shifted(x, kernel.astype(x.dtype), (sh, sw), pads, (dh, dw))
+
+
+def _windows(xp, kernel_hw, strides, dilation, out_hw):
+    """`((i, j), slice)` of the padded input `xp` under kernel tap `(i, j)`: `[B, H', W', C]`."""
+    (kh, kw), (sh, sw), (dh, dw), (out_h, out_w) = kernel_hw, strides, dilation, out_hw
     for i in range(kh):
         for j in range(kw):
-            window = lax.slice(xp, (0, i * dh, j * dw, 0),
-                               (xp.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, outputs),
-                               (1, sh, sw, 1))
-            term = window * kernel[i, j, 0]
-            y = term if y is None else y + term
+            yield (i, j), lax.slice(xp, (0, i * dh, j * dw, 0),
+                                    (xp.shape[0], i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1,
+                                     xp.shape[3]), (1, sh, sw, 1))
+
+
+def _repeat_and_pad(x, outputs, pads):
+    if outputs != x.shape[-1]:
+        x = jnp.repeat(x, outputs // x.shape[-1], axis=-1)
+    return jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+
+def _out_hw(padded_hw, kernel_hw, strides, dilation):
+    return tuple((p - (k - 1) * d - 1) // s + 1 for p, k, s, d in zip(padded_hw, kernel_hw, strides, dilation))
+
+
+def _shifted_forward(x, kernel, strides, pads, dilation):
+    xp = _repeat_and_pad(x, kernel.shape[-1], pads)
+    kernel_hw = kernel.shape[:2]
+    y = None
+    for (i, j), window in _windows(xp, kernel_hw, strides, dilation, _out_hw(xp.shape[1:3], kernel_hw, strides,
+                                                                             dilation)):
+        term = window * kernel[i, j, 0]
+        y = term if y is None else y + term
     return y
+
+
+# The gradients are written out rather than left to autodiff: the transpose of each strided slice
+# is a pad to the full input size, and XLA's CPU backend runs the sum of KH*KW such pads in one
+# slow loop (0.70 of 0.97 s for a [8, 56, 56, 144] 3x3 layer, forward 0.08 s). Here the input
+# gradient is one pad of the output gradient (zeros between its rows and columns for a stride)
+# followed by the same sum of shifted, per-channel-scaled slices as the forward, with the kernel
+# turned round; the kernel gradient is summed row by row (below).
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _shifted(x, kernel, strides, pads, dilation):
+    return _shifted_forward(x, kernel, strides, pads, dilation)
+
+
+def _shifted_fwd(x, kernel, strides, pads, dilation):
+    return _shifted_forward(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _shifted_bwd(strides, pads, dilation, residuals, dy):
+    x, kernel = residuals
+    (kh, kw, _, outputs), (sh, sw), (dh, dw) = kernel.shape, strides, dilation
+    b, h, w, channels = x.shape
+    xp = _repeat_and_pad(x, outputs, pads)
+    hp, wp = xp.shape[1], xp.shape[2]
+    out_h, out_w = dy.shape[1], dy.shape[2]
+    # dxp[y, x] = sum_ij dy_placed[y - i*dh, x - j*dw] kernel[i, j]: dy placed on the stride grid,
+    # with (KH-1)*dh rows and (KW-1)*dw columns of zeros before it and the uncovered rest after.
+    placed = lax.pad(dy, jnp.zeros((), dy.dtype),
+                     ((0, 0, 0), ((kh - 1) * dh, hp - (out_h - 1) * sh - 1, sh - 1),
+                      ((kw - 1) * dw, wp - (out_w - 1) * sw - 1, sw - 1), (0, 0, 0)))
+    dxp = None
+    for i in range(kh):
+        for j in range(kw):
+            top, left = (kh - 1 - i) * dh, (kw - 1 - j) * dw
+            term = lax.slice(placed, (0, top, left, 0), (b, top + hp, left + wp, outputs)) * kernel[i, j, 0]
+            dxp = term if dxp is None else dxp + term
+    (pt, _), (pl, _) = pads
+    dx = lax.slice(dxp, (0, pt, pl, 0), (b, pt + h, pl + w, outputs))
+    if outputs != channels:  # output channel k came from input channel k // M
+        dx = dx.reshape(b, h, w, channels, outputs // channels).sum(axis=-1)
+    # dkernel[i, j] = sum over (b, y, x) of window_ij * dy, one output row at a time: a scan over
+    # rows keeps each row's few input rows in cache for all KH*KW taps (6x faster on the CPU than
+    # KH*KW reductions over whole windows, which XLA materialises first).
+    span = (kh - 1) * dh + 1
+
+    def row(acc, r):
+        rows = lax.dynamic_slice_in_dim(xp, r * sh, span, axis=1)          # [B, span, Wp, C*M]
+        dy_row = lax.dynamic_index_in_dim(dy, r, axis=1, keepdims=False)   # [B, W', C*M]
+        taps = [jnp.sum(lax.slice(rows, (0, i * dh, j * dw, 0), (b, i * dh + 1, j * dw + (out_w - 1) * sw + 1, outputs),
+                                  (1, 1, sw, 1))[:, 0] * dy_row, axis=(0, 1))
+                for i in range(kh) for j in range(kw)]
+        return acc + jnp.stack(taps), None
+
+    dk, _ = lax.scan(row, jnp.zeros((kh * kw, outputs), dy.dtype), jnp.arange(out_h))
+    return dx, dk.reshape(kernel.shape)
+
+
+_shifted.defvjp(_shifted_fwd, _shifted_bwd)
 
 
 class DepthwiseConv(nn.Module):

@@ -447,19 +447,28 @@ def _code_range(activation: str, grid) -> Optional[Tuple[int, int]]:
 
 
 def _with_float_gradient(exact: Callable, float_apply: Callable) -> Callable:
-    """`exact` as the forward, `float_apply`'s derivative as the gradient (a custom JVP): the
-    integer kernels' output with the float op's straight-through estimate. Both take the same
-    positional arrays."""
+    """`exact` as the forward, `float_apply`'s derivative as the gradient: the integer kernels'
+    output with the float op's straight-through estimate. Both take the same positional arrays.
+
+    A custom VJP whose residual is the float op's own pullback (`jax.vjp`), so reverse mode runs
+    the float op's backward as autodiff or its own custom rules define it (the depthwise
+    convolution has one; a custom JVP here would push forward-mode through it, which custom VJPs
+    refuse). The float op's forward value is not used and XLA drops it. Forward-mode derivatives
+    of the integer ops are not defined."""
     import jax
 
-    @jax.custom_jvp
+    @jax.custom_vjp
     def forward(*args):
         return exact(*args)
 
-    @forward.defjvp
-    def _forward_jvp(primals, tangents):
-        return forward(*primals), jax.jvp(float_apply, primals, tangents)[1]
+    def forward_fwd(*args):
+        _, pullback = jax.vjp(float_apply, *args)
+        return exact(*args), pullback
 
+    def forward_bwd(pullback, dy):
+        return pullback(dy)
+
+    forward.defvjp(forward_fwd, forward_bwd)
     return forward
 
 

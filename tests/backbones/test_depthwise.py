@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 jax = pytest.importorskip("jax")
+import jax.numpy as jnp  # noqa: E402
 
 from jscore.backbones.depthwise import DepthwiseConv, depthwise_conv  # noqa: E402
 
@@ -63,6 +64,58 @@ def test_hand_checkable_case():
     w = np.ones((2, 2, 1, 1), np.float32)
     got = np.asarray(depthwise_conv(x, w, padding="VALID", method="shifted"))[0, :, :, 0]
     np.testing.assert_array_equal(got, [[12, 16], [24, 28]])
+
+
+def oracle_gradients(x, w, dy, strides, pads, dilation):
+    """dL/dx and dL/dw of L = sum(depthwise(x, w) * dy) by the definition above, in float64:
+    every output element adds dy * w to the input it read and dy * input to the tap it used."""
+    x, w, dy = (np.asarray(a, np.float64) for a in (x, w, dy))
+    (pt, pb), (pl, pr) = pads
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    kh, kw, _, outputs = w.shape
+    mult = outputs // x.shape[-1]
+    (sh, sw), (dh, dw_) = strides, dilation
+    _, oh, ow, _ = dy.shape
+    for k in range(outputs):
+        for u in range(kh):
+            for v in range(kw):
+                for i in range(oh):
+                    for j in range(ow):
+                        r, c = i * sh + u * dh, j * sw + v * dw_
+                        dxp[:, r, c, k // mult] += dy[:, i, j, k] * w[u, v, 0, k]
+                        dw[u, v, 0, k] += np.dot(dy[:, i, j, k], xp[:, r, c, k // mult])
+    return dxp[:, pt:pt + x.shape[1], pl:pl + x.shape[2]], dw
+
+
+@pytest.mark.parametrize("shape,k,strides,dilation,mult", [
+    ((2, 9, 9, 3), 3, (1, 1), (1, 1), 1),
+    ((2, 10, 7, 4), 3, (2, 2), (1, 1), 1),
+    ((1, 11, 11, 2), 5, (2, 1), (1, 1), 2),
+    ((1, 8, 8, 3), 3, (1, 1), (2, 2), 1),
+    ((2, 7, 8, 2), 3, (3, 2), (1, 2), 3),    # a stride that leaves the last rows unread
+])
+@pytest.mark.parametrize("padding", ["SAME", "VALID", "explicit"])
+def test_gradients_equal_the_definition_in_float64(x64, shape, k, strides, dilation, mult, padding):
+    """The shifted method's own backward (input gradient as one placed-and-shifted sum, kernel
+    gradient per tap) against the definition, channels scaled 1e-3..1e3."""
+    rng = np.random.default_rng(shape[1] * 10 + k)
+    x = rng.normal(size=shape) * np.geomspace(1e-3, 1e3, shape[-1])
+    w = rng.normal(size=(k, k, 1, shape[-1] * mult))
+    if padding == "SAME":
+        pads = (same_pads(shape[1], k, strides[0], dilation[0]), same_pads(shape[2], k, strides[1], dilation[1]))
+    elif padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        pads = padding = ((k // 2, k // 2 + 1), (1, 0))
+    y, vjp = jax.vjp(lambda a, b: depthwise_conv(a, b, strides=strides, padding=padding, dilation=dilation,
+                                                 method="shifted"), jnp.asarray(x), jnp.asarray(w))
+    assert y.dtype == jnp.float64
+    dy = rng.normal(size=y.shape)
+    dx, dw = vjp(jnp.asarray(dy))
+    odx, odw = oracle_gradients(x, w, dy, strides, pads, dilation)
+    np.testing.assert_allclose(np.asarray(dx), odx, rtol=1e-11, atol=1e-11 * np.abs(odx).max())
+    np.testing.assert_allclose(np.asarray(dw), odw, rtol=1e-11, atol=1e-11 * np.abs(odw).max())
 
 
 def test_gradients_agree_with_library_convolution():

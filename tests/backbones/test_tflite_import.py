@@ -492,3 +492,42 @@ def test_finetune_fit_runs_with_an_imported_backbone(tmp_path):
               devices=jax.devices()[:1])
     assert rec["steps"] == 4 and np.isfinite(rec["val_loss"])
     assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]
+
+
+def test_integer_ops_take_the_float_ops_gradient():
+    """The integer kernels' forward with the float ops' derivative (straight through): on the
+    quantised graph (int8 CONV_2D, uint8 DEPTHWISE with multiplier 2, dense head) the gradient
+    with integer accumulation equals the one through the float ops with fake quantisation, whose
+    forward computes the same grid values here; and `_with_float_gradient` alone gives `exact`'s
+    value with `float_apply`'s gradient, also when `float_apply` has a custom VJP of its own
+    (the depthwise convolution's)."""
+    from jscore.backbones.depthwise import depthwise_conv
+    from jscore.backbones.tflite import _with_float_gradient
+
+    data, _ = _quantised_graph()
+    x = (S_IN * (_pixels() - Z_IN)).astype(np.float32)
+    grads = {}
+    for integer in (True, False):
+        apply_fn, params, _ = import_tflite(data, where="q.tflite", integer_accumulation=integer)
+        feats = jax.jit(apply_fn)(params, x)[0]
+        loss = lambda p: jnp.sum(apply_fn(p, x)[0] ** 2)
+        grads[integer] = (np.asarray(feats), jax.jit(jax.grad(loss))(params))
+    np.testing.assert_array_equal(grads[True][0], grads[False][0])
+    flat_int, flat_float = (jax.tree_util.tree_leaves(g[1]) for g in (grads[True], grads[False]))
+    assert len(flat_int) == len(flat_float) >= 6
+    for a, b in zip(flat_int, flat_float):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6 * float(np.abs(b).max()))
+    reached = {key: float(np.abs(np.asarray(v)).max()) for key, layer in grads[True][1].items() for v in layer.values()}
+    assert sum(m > 0 for m in reached.values()) >= 2, reached   # the convolution and the depthwise layer
+
+    rng = np.random.default_rng(3)
+    v = jnp.asarray(rng.normal(size=(1, 5, 5, 2)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)), jnp.float32)
+    smooth = lambda v, k: depthwise_conv(v, k, method="shifted")
+    f = _with_float_gradient(lambda v, k: jnp.round(smooth(v, k)), smooth)
+    np.testing.assert_array_equal(np.asarray(f(v, k)), np.round(np.asarray(smooth(v, k))))
+    got = jax.grad(lambda v, k: jnp.sum(jnp.sin(f(v, k))), argnums=(0, 1))(v, k)
+    y = jnp.round(smooth(v, k))   # the chain rule: cos at the exact forward, then the float op's pullback
+    want = jax.vjp(smooth, v, k)[1](jnp.cos(y))
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
