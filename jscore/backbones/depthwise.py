@@ -162,17 +162,18 @@ def _shifted_bwd(strides, pads, dilation, residuals, dy):
     # rows keeps each row's few input rows in cache for all KH*KW taps (6x faster on the CPU than
     # KH*KW reductions over whole windows, which XLA materialises first).
     span = (kh - 1) * dh + 1
+    acc_dtype = jnp.promote_types(dy.dtype, jnp.float32)  # bfloat16 inputs: sum rows in float32
 
     def row(acc, r):
         rows = lax.dynamic_slice_in_dim(xp, r * sh, span, axis=1)          # [B, span, Wp, C*M]
         dy_row = lax.dynamic_index_in_dim(dy, r, axis=1, keepdims=False)   # [B, W', C*M]
         taps = [jnp.sum(lax.slice(rows, (0, i * dh, j * dw, 0), (b, i * dh + 1, j * dw + (out_w - 1) * sw + 1, outputs),
-                                  (1, 1, sw, 1))[:, 0] * dy_row, axis=(0, 1))
+                                  (1, 1, sw, 1))[:, 0] * dy_row, axis=(0, 1), dtype=acc_dtype)
                 for i in range(kh) for j in range(kw)]
         return acc + jnp.stack(taps), None
 
-    dk, _ = lax.scan(row, jnp.zeros((kh * kw, outputs), dy.dtype), jnp.arange(out_h))
-    return dx, dk.reshape(kernel.shape)
+    dk, _ = lax.scan(row, jnp.zeros((kh * kw, outputs), acc_dtype), jnp.arange(out_h))
+    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)

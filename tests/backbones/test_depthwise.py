@@ -151,3 +151,21 @@ def test_bad_kernel_and_padding_raise():
         depthwise_conv(x, np.zeros((3, 3, 1, 3), np.float32), padding="FULL", method="shifted")
     with pytest.raises(ValueError, match="method must be"):
         depthwise_conv(x, np.zeros((3, 3, 1, 3), np.float32), method="fast")
+
+
+def test_bfloat16_kernel_gradient_sums_in_float32():
+    """bfloat16 activations (`--bf16`): the kernel gradient of a 3x3 layer over 8 x 24 x 24
+    positions per channel stays within bfloat16's own rounding of the float64 sum, which a
+    bfloat16 running sum over the rows would not (its error grows with the number of rows)."""
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(8, 24, 24, 4)) + 1.0).astype(np.float32)
+    w = rng.normal(size=(3, 3, 1, 4)).astype(np.float32)
+    dy = (rng.normal(size=(8, 24, 24, 4)) + 1.0).astype(np.float32)
+    xb, wb, dyb = (jnp.asarray(a, jnp.bfloat16) for a in (x, w, dy))
+    _, vjp = jax.vjp(lambda a, b: depthwise_conv(a, b, method="shifted"), xb, wb)
+    _, dw = vjp(dyb)
+    assert dw.dtype == jnp.bfloat16
+    pads = (same_pads(24, 3, 1, 1), same_pads(24, 3, 1, 1))
+    _, want = oracle_gradients(np.asarray(xb.astype(jnp.float32)), w, np.asarray(dyb.astype(jnp.float32)),
+                               (1, 1), pads, (1, 1))
+    np.testing.assert_allclose(np.asarray(dw.astype(jnp.float32)), want, rtol=2 ** -7)
