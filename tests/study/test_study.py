@@ -302,7 +302,7 @@ def test_failed_regeneration_stops_the_other_processes(tiny, tmp_path, monkeypat
     import jax
 
     from jscore.study import load_config, make_plan
-    from jscore.study.runner import features_to_regenerate, run_plan
+    from jscore.study.runner import _write_failed, features_to_regenerate, run_plan
 
     root, data, cfg, ref_out = tiny
     out = str(tmp_path / "published")
@@ -315,10 +315,9 @@ def test_failed_regeneration_stops_the_other_processes(tiny, tmp_path, monkeypat
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda: 1 - owner)
 
-    def fail_in_owner():
+    def fail_in_owner():   # as the owner writes it: atomically (a plain write raced the reader)
         time.sleep(1.0)
-        with open(plan.record_path(unit) + ".failed", "w") as fh:
-            fh.write("ValueError: extract unit X: the data changed\n")
+        _write_failed(plan, unit, ValueError("extract unit X: the data changed"))
 
     writer = threading.Thread(target=fail_in_owner)
     writer.start()
