@@ -35,6 +35,17 @@ def same_pads(size, k, s, d):
     return total // 2, total - total // 2
 
 
+def padding_and_pads(kind, shape, k, strides, dilation):
+    """The `padding` argument for a test case ("SAME", "VALID" or "explicit": an uneven explicit
+    one) and the explicit ((top, bottom), (left, right)) padding it means."""
+    if kind == "SAME":
+        return kind, (same_pads(shape[1], k, strides[0], dilation[0]), same_pads(shape[2], k, strides[1], dilation[1]))
+    if kind == "VALID":
+        return kind, ((0, 0), (0, 0))
+    explicit = ((k // 2, k // 2 + 1), (1, 0))
+    return explicit, explicit
+
+
 @pytest.mark.parametrize("shape,k,strides,dilation,mult", [
     ((2, 9, 9, 3), 3, (1, 1), (1, 1), 1),
     ((2, 10, 7, 4), 3, (2, 2), (1, 1), 1),   # even height, odd width: SAME pads (0, 1) and (1, 1)
@@ -46,12 +57,7 @@ def test_matches_direct_definition(shape, k, strides, dilation, mult, padding):
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
     w = rng.normal(size=(k, k, 1, shape[-1] * mult)).astype(np.float32)
-    if padding == "SAME":
-        pads = (same_pads(shape[1], k, strides[0], dilation[0]), same_pads(shape[2], k, strides[1], dilation[1]))
-    elif padding == "VALID":
-        pads = ((0, 0), (0, 0))
-    else:
-        pads = padding = ((k // 2, k // 2 + 1), (1, 0))
+    padding, pads = padding_and_pads(padding, shape, k, strides, dilation)
     want = oracle(x, w, strides, pads, dilation)
     for method in ("shifted", "lax"):
         got = np.asarray(depthwise_conv(x, w, strides=strides, padding=padding, dilation=dilation, method=method))
@@ -102,12 +108,7 @@ def test_gradients_equal_the_definition_in_float64(x64, shape, k, strides, dilat
     rng = np.random.default_rng(shape[1] * 10 + k)
     x = rng.normal(size=shape) * np.geomspace(1e-3, 1e3, shape[-1])
     w = rng.normal(size=(k, k, 1, shape[-1] * mult))
-    if padding == "SAME":
-        pads = (same_pads(shape[1], k, strides[0], dilation[0]), same_pads(shape[2], k, strides[1], dilation[1]))
-    elif padding == "VALID":
-        pads = ((0, 0), (0, 0))
-    else:
-        pads = padding = ((k // 2, k // 2 + 1), (1, 0))
+    padding, pads = padding_and_pads(padding, shape, k, strides, dilation)
     y, vjp = jax.vjp(lambda a, b: depthwise_conv(a, b, strides=strides, padding=padding, dilation=dilation,
                                                  method="shifted"), jnp.asarray(x), jnp.asarray(w))
     assert y.dtype == jnp.float64
