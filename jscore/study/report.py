@@ -71,24 +71,50 @@ def with_relative_scores(values: Dict[tuple, dict]) -> Dict[tuple, dict]:
     return out
 
 
+def _searches(plan: Plan, gt) -> Dict[tuple, list]:
+    """{(dataset, backbone, seed): [(unit, its record or None)]}: the search points of ground
+    truth `gt`, one search per (dataset, backbone, seed)."""
+    out: Dict[tuple, list] = {}
+    for u in plan.units.get("truth", []):
+        if (u.args.get("truth") or plan.config.ground_truth.name) != gt.name:
+            continue
+        key = (u.args["dataset"], u.args["backbone"], int(u.args["seed"]))
+        out.setdefault(key, []).append((u, plan.read_record(u)))
+    return out
+
+
+def pending_searches(plan: Plan, gt=None) -> List[dict]:
+    """The searches of ground truth `gt` (default: the primary one) with some but not all of
+    their runs finished: [{dataset, backbone, seed, done, planned}]. `truth_rows` leaves them out
+    (the best of part of a search is not the search's answer); searches with no finished run are
+    not listed."""
+    gt = gt or plan.config.ground_truth
+    rows = []
+    for (dataset, backbone, seed), runs in sorted(_searches(plan, gt).items()):
+        done = sum(rec is not None for _, rec in runs)
+        if 0 < done < len(runs):
+            rows.append({"dataset": dataset, "backbone": backbone, "seed": seed, "done": done, "planned": len(runs)})
+    return rows
+
+
 def truth_rows(plan: Plan, gt=None) -> List[dict]:
     """The ground truth `gt` (default: the primary one) per (dataset, backbone, seed): over the
     search points of that seed, the run chosen by the validation criterion
-    (`jscore.finetune.records.ground_truth`)."""
+    (`jscore.finetune.records.ground_truth`). Only finished searches count: while some of a
+    search's runs are still to do (a sweep under way) the pair is left out, never answered by
+    the best of the runs so far (`pending_searches` lists them)."""
     from jscore.finetune.records import ground_truth
 
     gt = gt or plan.config.ground_truth
     by_seed: Dict[int, list] = {}
-    for u in plan.units.get("truth", []):
-        if (u.args.get("truth") or plan.config.ground_truth.name) != gt.name:
+    for (_, _, seed), runs in _searches(plan, gt).items():
+        if any(rec is None for _, rec in runs):
             continue
-        rec = plan.read_record(u)
-        if rec is None:
-            continue
-        # A run's own status: "diverged" runs count as failed and are never selected.
-        r = dict(rec["result"], run_id=u.id)
-        r["status"] = "done" if r.get("status", "done") == "done" else "failed"
-        by_seed.setdefault(int(u.args["seed"]), []).append(r)
+        for u, rec in runs:
+            # A run's own status: "diverged" runs count as failed and are never selected.
+            r = dict(rec["result"], run_id=u.id)
+            r["status"] = "done" if r.get("status", "done") == "done" else "failed"
+            by_seed.setdefault(seed, []).append(r)
     rows = []
     for seed, records in sorted(by_seed.items()):
         for row in ground_truth(records, gt.select_by):
@@ -302,14 +328,20 @@ def write_study_report(plan: Plan) -> dict:
         ("list", [f"ground truth `{g.name}`: {g.describe()}" for g in truths]),
     ]
     for g in truths:
+        pending = pending_searches(plan, g)
+        note = []
+        if pending:
+            listed = ", ".join(f"{p['dataset']} / {p['backbone']}"
+                               + (f" (seed {p['seed']})" if len(g.seeds) > 1 else "")
+                               + f" ({p['done']} of {p['planned']} runs)" for p in pending)
+            note = [("p", f"Left out of ground truth `{g.name}` until their search finishes: {listed}.")]
         if g.name not in done:
-            sections += [("h2", f"Ground truth `{g.name}`"), ("p", "No finished runs yet.")]
+            sections += [("h2", f"Ground truth `{g.name}`"), ("p", "No finished search yet.")] + note
             continue
         res = done[g.name]
         ev = res["ev"]
         h = (lambda text: f"{text} (ground truth `{g.name}`)") if several else (lambda text: text)
-        sections += [
-            ("h2", h("Ranking quality across datasets (pooled)")),
+        sections += [("h2", h("Ranking quality across datasets (pooled)"))] + note + [
             ("table", summary_table(ev)),
             ("h2", h("Kendall tau-b per dataset")),
             ("table", tau_table(ev, "tau")),

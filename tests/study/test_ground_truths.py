@@ -237,6 +237,48 @@ batch_size = 16
     assert len(rows) == 3 and all(row["learning_rate"] == pytest.approx(1e-2) for row in rows)
 
 
+def test_half_finished_search_is_left_out_and_named_in_the_report(tmp_path):
+    """During a sweep (`--stages evaluate` with some runs still to do) a (dataset, backbone) whose
+    search has only some of its runs finished gets no ground truth: the best of part of a search
+    is not the search's answer. The report names it with its count of runs."""
+    from jscore.study import load_config, make_plan, run_plan
+    from jscore.study.report import pending_searches, truth_rows, write_study_report
+
+    data = h.make_dataset(str(tmp_path / "toy.npz"))
+    truths = """
+[ground_truth]
+recipe = "probe"
+search = "grid:3x1"
+lr_range = [1e-3, 1.0]
+epochs = 2
+batch_size = 16
+"""
+    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths))
+    plan = make_plan(cfg)
+    run_plan(plan, stages=("extract", "score", "truth"), progress=False)
+    full = {r["model"]: r for r in truth_rows(plan)}
+    assert set(full) == {"resnet8", "mobilenet6", "resnet14"} and not pending_searches(plan)
+    # Take away the chosen run of resnet14: what is left of its search would give another answer.
+    chosen = [u for u in plan.units["truth"] if u.args["backbone"] == "resnet14"
+              and plan.read_record(u)["result"]["learning_rate"] == pytest.approx(full["resnet14"]["learning_rate"])]
+    assert len(chosen) == 1
+    os.remove(plan.record_path(chosen[0]))
+    rows = {r["model"]: r for r in truth_rows(plan)}
+    assert set(rows) == {"resnet8", "mobilenet6"}
+    for m in rows:
+        assert rows[m]["balanced_accuracy"] == full[m]["balanced_accuracy"]
+    assert pending_searches(plan) == [{"dataset": "toy", "backbone": "resnet14", "seed": 0, "done": 2, "planned": 3}]
+    write_study_report(plan)
+    md = open(os.path.join(cfg.out, "report.md")).read()
+    assert "Left out of ground truth `probe` until their search finishes: toy / resnet14 (2 of 3 runs)." in md
+    assert set(pd.read_csv(os.path.join(cfg.out, "results.csv"))["model"]) == {"resnet8", "mobilenet6"}
+    # A search with none of its runs finished is simply not there yet, not "pending".
+    for u in plan.units["truth"]:
+        if u.args["backbone"] == "resnet14" and os.path.isfile(plan.record_path(u)):
+            os.remove(plan.record_path(u))
+    assert pending_searches(plan) == [] and {r["model"] for r in truth_rows(plan)} == {"resnet8", "mobilenet6"}
+
+
 def test_restricted_run_records_what_the_full_study_finds_done(tmp_path, capsys):
     """`--datasets toy2 --truths short`: only toy2's extraction, scoring and short runs, with the
     full study's keys, so the full plan then finds exactly those done; unknown names fail first."""
