@@ -68,7 +68,8 @@ def fit_probe_head(
       features; info {"l2", "val_balanced_accuracy", "val_loss"} of the chosen strength.
 
     Raises:
-      ValueError for mismatched shapes, non-finite features, labels out of range or an empty grid.
+      ValueError for mismatched shapes, non-finite features, features that do not vary across the
+      training images, labels out of range or an empty grid.
     """
     xf = np.asarray(train_features, np.float32)
     xv = np.asarray(val_features, np.float32)
@@ -94,7 +95,14 @@ def fit_probe_head(
     # 0.86 fell to 0.5 within one epoch even at lr 1e-5. The scalar only conditions the fit.
     mean = xf.mean(0)
     scale = np.float32(np.sqrt(np.mean((xf - mean) ** 2)))
-    scale = scale if scale > 0 else np.float32(1.0)
+    # Features that do not vary across the images (a broken forward, weights or preprocessing)
+    # leave only round-off after centring; the fit then never leaves its zero start and the run
+    # would record a chance-level head without a word (seen once in the CIFAR study's sweep).
+    magnitude = float(np.sqrt(np.mean(np.square(xf, dtype=np.float64))))
+    if not scale > 1e-6 * magnitude:
+        raise ValueError(f"the training features do not vary across the {xf.shape[0]} images (spread {float(scale):.3g} "
+                         f"against magnitude {magnitude:.3g}): the backbone gives the same output for every image; "
+                         "check its weights and preprocessing")
     z = jnp.asarray((xf - mean) / scale)
     zv = jnp.asarray((xv - mean) / scale)
     fit_all = jax.jit(jax.vmap(_fit_one, in_axes=(None, None, None, 0, None)), static_argnums=(2, 4))

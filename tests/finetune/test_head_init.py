@@ -104,6 +104,12 @@ def test_bad_input_is_a_clear_error():
         fit_probe_head(x, np.array([0, 1, 2, 1]), x, y, 2)
     with pytest.raises(ValueError, match="same D"):
         fit_probe_head(x, y, np.ones((4, 2)), y, 2)
+    # Features the same for every image (a broken forward): a clear error, not a chance-level
+    # head. The nearly constant case leaves float32 round-off after centring.
+    y8 = np.repeat(np.arange(4), [5, 20, 9, 6])
+    for const in (np.zeros((40, 6)), np.full((40, 6), 3.0), np.full((40, 6), 3.0) + 1e-9 * np.arange(40)[:, None]):
+        with pytest.raises(ValueError, match="do not vary across the 40 images"):
+            fit_probe_head(const, y8, const[:8], y8[:8], 4)
     with pytest.raises(ValueError, match="LP-FT"):
         TrainConfig(mode="probe", head_init="probe").validate()
     with pytest.raises(ValueError, match="head_init"):
