@@ -211,24 +211,31 @@ def test_study_with_two_ground_truths_reports_their_agreement(tmp_path):
     assert got == "n/a" if np.isnan(want) else float(got) == pytest.approx(want, abs=0.005)
 
 
-def test_diverged_run_is_recorded_and_never_selected(tmp_path):
-    """A learning rate that blows the loss up is an outcome of the search: the unit is done,
-    its record says diverged, and the ground truth is the other point's run."""
+def _probe_truth_study(tmp_path, search: str, lr_range: str):
+    """The plan of a study with one probe ground truth (`search` over `lr_range`, 2 epochs), run
+    through its truth stage."""
     from jscore.study import load_config, make_plan, run_plan
-    from jscore.study.report import truth_rows
 
     data = h.make_dataset(str(tmp_path / "toy.npz"))
-    truths = """
+    truths = f"""
 [ground_truth]
 recipe = "probe"
-search = "grid:2x1"
-lr_range = [1e-2, 1e35]
+search = "{search}"
+lr_range = {lr_range}
 epochs = 2
 batch_size = 16
 """
-    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths))
-    plan = make_plan(cfg)
+    plan = make_plan(load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths)))
     run_plan(plan, stages=("extract", "score", "truth"), progress=False)
+    return plan
+
+
+def test_diverged_run_is_recorded_and_never_selected(tmp_path):
+    """A learning rate that blows the loss up is an outcome of the search: the unit is done,
+    its record says diverged, and the ground truth is the other point's run."""
+    from jscore.study.report import truth_rows
+
+    plan = _probe_truth_study(tmp_path, "grid:2x1", "[1e-2, 1e35]")
     recs = [plan.read_record(u) for u in plan.units["truth"]]
     assert all(r is not None for r in recs)  # every unit is done, none raised
     diverged = [r for r in recs if r["result"].get("status") == "diverged"]
@@ -241,21 +248,10 @@ def test_half_finished_search_is_left_out_and_named_in_the_report(tmp_path):
     """During a sweep (`--stages evaluate` with some runs still to do) a (dataset, backbone) whose
     search has only some of its runs finished gets no ground truth: the best of part of a search
     is not the search's answer. The report names it with its count of runs."""
-    from jscore.study import load_config, make_plan, run_plan
     from jscore.study.report import pending_searches, truth_rows, write_study_report
 
-    data = h.make_dataset(str(tmp_path / "toy.npz"))
-    truths = """
-[ground_truth]
-recipe = "probe"
-search = "grid:3x1"
-lr_range = [1e-3, 1.0]
-epochs = 2
-batch_size = 16
-"""
-    cfg = load_config(_config(str(tmp_path / "s.toml"), data, str(tmp_path / "out"), truths))
-    plan = make_plan(cfg)
-    run_plan(plan, stages=("extract", "score", "truth"), progress=False)
+    plan = _probe_truth_study(tmp_path, "grid:3x1", "[1e-3, 1.0]")
+    cfg = plan.config
     full = {r["model"]: r for r in truth_rows(plan)}
     assert set(full) == {"resnet8", "mobilenet6", "resnet14"} and not pending_searches(plan)
     # Take away the chosen run of resnet14: what is left of its search would give another answer.
