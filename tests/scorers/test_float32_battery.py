@@ -9,6 +9,7 @@ Where float32 cannot reach 1e-3, the test states the measured error and why (see
 docs/scorers.md, "float32"), and checks the bound we do reach, so a regression still fails.
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -158,16 +159,15 @@ def test_real_zoo_features():
     """Real backbone features with real class structure: the shipped 8-bit MobileNet V1 0.25 (128
     px, bit-exact integer forward) on the shipped BreastMNIST training images (two classes), reduced
     to their first 32 principal directions in float64 so that N > D and no score saturates."""
-    from importlib import resources
-
     from jscore.backbones import get_backbone
-    from jscore.data.preprocess import preprocess
+    from jscore.commands.study import DEMO_CONFIG
+    from jscore.data import open_dataset, preprocess
 
-    with resources.as_file(resources.files("jscore.assets") / "breastmnist.npz") as path:
-        data = np.load(path)
-        images, labels = data["train_images"][:128], data["train_labels"][:128, 0].astype(np.int32)
+    train = open_dataset("npz:" + os.path.join(os.path.dirname(DEMO_CONFIG), "breastmnist.npz"), "train")
+    images, labels = zip(*(train[i] for i in range(128)))
+    labels = np.asarray(labels, np.int32)
     bb = get_backbone("mobilenet_v1_0.25_128_quant")
-    feats, _ = bb.embed(bb.variables, preprocess(images[..., None], bb.preprocess))
+    feats, _ = bb.embed(bb.variables, preprocess(list(images), bb.preprocess))
     f = np.asarray(feats, np.float64).reshape(len(feats), -1)
     assert f.shape == (128, bb.feature_dim) and np.ptp(f, axis=0).max() > 0
     assert set(np.unique(labels)) == {0, 1}
